@@ -1,0 +1,28 @@
+"""The core of flwr-byz: robust aggregation rules on one stacked (n, d) update matrix.
+
+No Flower import here. Every rule takes the client updates as an (n, d) float32 array and
+its parameters by keyword (``f`` = number of Byzantine clients to tolerate) and returns
+the aggregate as a 1-D array; ``return_report=True`` returns ``(aggregate, report)``.
+Every rule checks its own bound on n and f before computing anything.
+"""
+
+from ._validate import ByzantineBoundError, as_update_matrix, nonfinite_rows
+from .bulyan import bulyan
+from .centered_clipping import centered_clipping
+from .coordinate import median, trimmed_mean
+from .distances import pairwise_sq_distances
+from .geometric_median import geometric_median
+from .krum import krum, krum_scores, multi_krum
+from .mean import mean
+from .pipeline import PRE_AGGREGATORS, RULES, PreAggregator, RobustAggregator, minimum_clients
+from .preaggregation import bucketing, clip_norms, nearest_neighbor_mixing
+from .report import AggregationReport
+from .signsgd import sign_majority_vote
+
+__all__ = [
+    "AggregationReport", "ByzantineBoundError", "PRE_AGGREGATORS", "PreAggregator", "RULES",
+    "RobustAggregator", "as_update_matrix", "bucketing", "bulyan", "centered_clipping",
+    "clip_norms", "geometric_median", "krum", "krum_scores", "mean", "median", "minimum_clients",
+    "multi_krum", "nearest_neighbor_mixing", "nonfinite_rows", "pairwise_sq_distances",
+    "sign_majority_vote", "trimmed_mean",
+]

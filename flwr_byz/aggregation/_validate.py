@@ -1,0 +1,68 @@
+"""Input checks shared by every rule of the core: shape, dtype, finiteness, the f bound."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Columns processed at once by the chunked kernels: bounds the extra memory of every rule
+# to about ``n * CHUNK_COLUMNS`` floats, independent of d.
+CHUNK_COLUMNS = 1 << 16
+
+
+class ByzantineBoundError(ValueError):
+    """Raised when a rule cannot tolerate ``f`` Byzantine clients among ``n`` inputs."""
+
+
+def as_update_matrix(updates) -> np.ndarray:
+    """Return ``updates`` as a C-contiguous floating (n, d) matrix, checked.
+
+    float32 and float64 inputs keep their dtype (float64 is what the reference tests use);
+    any other real dtype is converted to float32. Raises ``ValueError`` naming the first
+    row that holds NaN or Inf.
+    """
+    X = np.asarray(updates)
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D (n, d) update matrix, got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"empty update matrix of shape {X.shape}")
+    if X.dtype.kind == "c" or X.dtype.kind not in "fiub":
+        raise ValueError(f"update matrix must be real-valued, got dtype {X.dtype}")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32)
+    X = np.ascontiguousarray(X)
+    bad = nonfinite_rows(X)
+    if bad.size:
+        raise ValueError(f"update of client {int(bad[0])} holds NaN or Inf values")
+    return X
+
+
+def nonfinite_rows(X: np.ndarray) -> np.ndarray:
+    """Indices of rows of ``X`` holding NaN or Inf (chunked, no (n, d) temporary)."""
+    n, d = X.shape
+    ok = np.ones(n, dtype=bool)
+    for a in range(0, d, CHUNK_COLUMNS):
+        ok &= np.isfinite(X[:, a : a + CHUNK_COLUMNS]).all(axis=1)
+    return np.flatnonzero(~ok)
+
+
+def as_weights(weights, n: int) -> np.ndarray | None:
+    """Validate optional per-client weights (e.g. numbers of examples)."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape[0] != n:
+        raise ValueError(f"got {w.shape[0]} weights for {n} updates")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    return w
+
+
+def check_f(rule: str, n: int, f: int, *, minimum_n: int, formula: str) -> None:
+    """Raise ``ByzantineBoundError`` unless ``n >= minimum_n`` (``formula`` names the bound)."""
+    if not isinstance(f, (int, np.integer)) or isinstance(f, bool) or f < 0:
+        raise ValueError(f"{rule}: f must be a non-negative integer, got {f!r}")
+    if n < minimum_n:
+        raise ByzantineBoundError(
+            f"{rule} needs n >= {formula} = {minimum_n} updates to tolerate f={f} "
+            f"Byzantine clients, got n={n}"
+        )

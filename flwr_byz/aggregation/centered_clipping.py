@@ -1,0 +1,67 @@
+"""Centered clipping.
+
+Karimireddy, He & Jaggi, "Learning from History for Byzantine Robust Optimization",
+ICML 2021. Starting from a centre v_0 (the previous round's aggregate: the rule is meant to
+be used with momentum / history), each of L iterations moves the centre by the average of
+the updates' offsets clipped to radius tau:
+
+    v_{l+1} = v_l + (1/n) sum_i (x_i - v_l) * min(1, tau / |x_i - v_l|).
+
+Each Byzantine update moves the result by at most tau / n per iteration, whatever it sends;
+the analysis assumes a minority of Byzantine clients, checked here as n >= 2f + 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import as_update_matrix, check_f
+from .geometric_median import distances_to
+from .mean import weighted_mean
+from .report import AggregationReport
+
+
+def centered_clipping(
+    updates,
+    *,
+    f: int = 0,
+    tau: float = 10.0,
+    iterations: int = 1,
+    center=None,
+    return_report: bool = False,
+):
+    """Centered clipping around ``center`` (zeros when None) with radius ``tau``.
+
+    Args:
+        updates: (n, d) matrix of client updates.
+        f: number of Byzantine clients to tolerate (only checked: n >= 2f + 1).
+        tau: clipping radius (> 0).
+        iterations: L, the number of clipping iterations (the paper uses 1 with momentum).
+        center: the starting point v_0, typically the previous round's aggregate.
+        return_report: also return an :class:`AggregationReport` (last iteration's clipping
+            factors in ``scores``; 1 means not clipped).
+    """
+    X = as_update_matrix(updates)
+    n, d = X.shape
+    check_f("centered_clipping", n, f, minimum_n=2 * f + 1, formula="2f + 1")
+    if not tau > 0:
+        raise ValueError(f"centered_clipping: tau must be > 0, got {tau}")
+    if iterations < 1:
+        raise ValueError(f"centered_clipping: iterations must be >= 1, got {iterations}")
+    v = np.zeros(d, dtype=np.float64) if center is None else np.asarray(center, dtype=np.float64).reshape(-1)
+    if v.shape != (d,) or not np.all(np.isfinite(v)):
+        raise ValueError(f"centered_clipping: center must be a finite vector of length {d}")
+    scale = np.ones(n)
+    for _ in range(iterations):
+        vx = v.astype(X.dtype)
+        dist = distances_to(X, vx)
+        scale = np.minimum(1.0, tau / np.maximum(dist, np.finfo(np.float64).tiny))
+        # v + (1/n) sum_i s_i (x_i - v)  =  v (1 - mean(s)) + (1/n) sum_i s_i x_i
+        v = v * (1.0 - scale.mean()) + weighted_mean(X, scale).astype(np.float64) * (scale.sum() / n)
+    agg = v.astype(X.dtype)
+    if return_report:
+        return agg, AggregationReport(
+            "centered_clipping", n, f, scores=scale,
+            details={"tau": float(tau), "iterations": int(iterations), "clipped": int((scale < 1).sum())},
+        )
+    return agg

@@ -1,0 +1,80 @@
+"""Geometric median by the smoothed Weiszfeld algorithm (RFA).
+
+Pillutla, Kakade & Harchaoui, "Robust Aggregation for Federated Learning", IEEE Trans.
+Signal Processing 2022. The geometric median minimises sum_i alpha_i |v - x_i|; its
+breakdown point is 1/2, so it tolerates f < n / 2 (n >= 2f + 1). The smoothed Weiszfeld
+iteration is
+
+    v <- sum_i beta_i x_i / sum_i beta_i,   beta_i = alpha_i / max(nu, |v - x_i|),
+
+started at the weighted mean and stopped when the objective improves by less than
+``ftol`` (relative) or after ``maxiter`` iterations. The smoothing nu keeps the weights
+finite when v lands on an update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import CHUNK_COLUMNS, as_update_matrix, as_weights, check_f
+from .mean import weighted_mean
+from .report import AggregationReport
+
+
+def distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """|x_i - v| for every row, computed directly (no Gram trick), chunked, in float64."""
+    n, d = X.shape
+    sq = np.zeros(n)
+    for a in range(0, d, CHUNK_COLUMNS):
+        diff = X[:, a : a + CHUNK_COLUMNS] - v[a : a + CHUNK_COLUMNS]
+        sq += np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    return np.sqrt(sq)
+
+
+def geometric_median(
+    updates,
+    *,
+    f: int = 0,
+    weights=None,
+    maxiter: int = 100,
+    ftol: float = 1e-6,
+    nu: float = 1e-6,
+    return_report: bool = False,
+):
+    """Approximate (weighted) geometric median of the updates (n >= 2f + 1).
+
+    Args:
+        updates: (n, d) matrix of client updates.
+        f: number of Byzantine clients to tolerate (only checked: n >= 2f + 1).
+        weights: optional alpha_i (e.g. numbers of examples); uniform by default.
+        maxiter: cap on Weiszfeld iterations.
+        ftol: stop when the objective's relative decrease falls below it.
+        nu: smoothing constant of the Weiszfeld weights.
+        return_report: also return an :class:`AggregationReport` (final weights beta_i
+            normalised to sum 1 in ``scores``; iterations and objective in ``details``).
+    """
+    X = as_update_matrix(updates)
+    n = X.shape[0]
+    check_f("geometric_median", n, f, minimum_n=2 * f + 1, formula="2f + 1")
+    alpha = as_weights(weights, n)
+    alpha = np.full(n, 1.0 / n) if alpha is None else alpha / alpha.sum()
+    v = weighted_mean(X, alpha)
+    dist = distances_to(X, v)
+    objective = float(alpha @ dist)
+    iterations = 0
+    beta = alpha / np.maximum(nu, dist)
+    for iterations in range(1, maxiter + 1):
+        beta = alpha / np.maximum(nu, dist)
+        v = weighted_mean(X, beta)
+        dist = distances_to(X, v)
+        new_objective = float(alpha @ dist)
+        converged = abs(objective - new_objective) <= ftol * max(new_objective, np.finfo(float).tiny)
+        objective = new_objective
+        if converged:
+            break
+    if return_report:
+        return v, AggregationReport(
+            "geometric_median", n, f, scores=beta / beta.sum(),
+            details={"iterations": iterations, "objective": objective},
+        )
+    return v

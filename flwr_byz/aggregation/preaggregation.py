@@ -1,0 +1,71 @@
+"""Pre-aggregators: transforms of the (n, d) update matrix that compose with any rule.
+
+- :func:`clip_norms`: scale every update to norm at most ``threshold`` (by default the
+  median norm of the round, an adaptive choice that honest majorities fix).
+- :func:`bucketing`: Karimireddy, He & Jaggi, "Byzantine-Robust Learning on Heterogeneous
+  Datasets via Bucketing", ICLR 2022. Shuffle, split into ceil(n / s) buckets of at most s
+  updates, average each bucket. The rule then sees ceil(n / s) inputs of which at most f
+  are contaminated, so its own f bound is checked on the bucketed count.
+- :func:`nearest_neighbor_mixing`: Allouah, Farhadkhani, Guerraoui, Gupta, Pinot &
+  Stephan, "Fixing by Mixing: A Recipe for Optimal Byzantine ML under Heterogeneity",
+  AISTATS 2023. Replace every update by the average of its n - f nearest updates
+  (itself included); n stays n.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
+from .distances import pairwise_sq_distances
+from .geometric_median import distances_to
+
+
+def clip_norms(updates, *, threshold: float | None = None) -> np.ndarray:
+    """Return a copy of the updates with every row scaled to norm <= threshold.
+
+    ``threshold=None`` uses the median of the rows' norms.
+    """
+    X = as_update_matrix(updates)
+    norms = distances_to(X, np.zeros(X.shape[1], dtype=X.dtype))
+    c = float(np.median(norms)) if threshold is None else float(threshold)
+    if not c > 0:
+        return X.copy() if threshold is None else np.zeros_like(X)
+    scale = np.minimum(1.0, c / np.maximum(norms, np.finfo(np.float64).tiny))
+    return (X * scale[:, None].astype(X.dtype)).astype(X.dtype)
+
+
+def bucketing(updates, *, s: int = 2, seed: int | None = None, weights=None):
+    """Average random buckets of at most ``s`` updates.
+
+    Returns ``(X_bucketed, buckets, bucket_weights)`` where ``buckets`` lists the original
+    indices in each bucket and ``bucket_weights`` sums ``weights`` per bucket (None when no
+    weights were given).
+    """
+    X = as_update_matrix(updates)
+    n = X.shape[0]
+    if s < 1:
+        raise ValueError(f"bucketing: bucket size s must be >= 1, got {s}")
+    perm = np.random.default_rng(seed).permutation(n)
+    buckets = [perm[i : i + s] for i in range(0, n, s)]
+    out = np.empty((len(buckets), X.shape[1]), dtype=X.dtype)
+    for b, idx in enumerate(buckets):
+        out[b] = X[idx].mean(axis=0, dtype=np.float64)
+    bw = None if weights is None else np.array([np.asarray(weights, float)[idx].sum() for idx in buckets])
+    return out, [sorted(int(i) for i in idx) for idx in buckets], bw
+
+
+def nearest_neighbor_mixing(updates, *, f: int) -> np.ndarray:
+    """NNM: each update becomes the mean of its n - f nearest updates, itself included."""
+    X = as_update_matrix(updates)
+    n, d = X.shape
+    check_f("nearest_neighbor_mixing", n, f, minimum_n=f + 1, formula="f + 1")
+    D = pairwise_sq_distances(X)
+    k = n - f
+    order = np.argsort(D + np.diag(np.full(n, -1.0)), axis=1, kind="stable")[:, :k]  # self first
+    M = np.zeros((n, n), dtype=X.dtype)
+    np.put_along_axis(M, order, 1.0 / k, axis=1)
+    out = np.empty_like(X)
+    for a in range(0, d, CHUNK_COLUMNS):
+        out[:, a : a + CHUNK_COLUMNS] = M @ X[:, a : a + CHUNK_COLUMNS]
+    return out

@@ -1,0 +1,24 @@
+"""Flower strategies of flwr-byz.
+
+``flwr_byz.strategies`` holds the Message-API strategies (``flwr.serverapp.strategy``, what
+``flwr new`` generates); ``flwr_byz.strategies.legacy`` the same rules for the legacy
+``flwr.server.strategy`` API. Class names follow Flower's own (Krum, MultiKrum, Bulyan,
+FedMedian, FedTrimmedAvg); docs/strategies.md maps every class to its Flower counterpart.
+"""
+
+from .message_api import (
+    Bulyan,
+    CenteredClipping,
+    FedMedian,
+    FedTrimmedAvg,
+    GeometricMedian,
+    Krum,
+    MultiKrum,
+    RobustFedAvg,
+    SignSGDMajority,
+)
+
+__all__ = [
+    "Bulyan", "CenteredClipping", "FedMedian", "FedTrimmedAvg", "GeometricMedian", "Krum",
+    "MultiKrum", "RobustFedAvg", "SignSGDMajority",
+]

@@ -1,0 +1,177 @@
+"""Robust strategies for Flower's legacy strategy API (``flwr.server.strategy``).
+
+For projects built on ``ServerApp(server_fn=...)`` / ``ServerAppComponents`` and
+NumPyClients. Each class subclasses legacy ``flwr.server.strategy.FedAvg`` and accepts its
+keyword arguments (``fraction_fit``, ``min_fit_clients``, ``initial_parameters``,
+``fit_metrics_aggregation_fn``, ...) with the names of Flower's own legacy robust
+strategies (``num_malicious_clients``, ``num_clients_to_keep``, ``beta``). Only
+``aggregate_fit`` changes; see :mod:`flwr_byz.strategies.message_api` for what it does.
+"""
+
+from __future__ import annotations
+
+from logging import WARNING
+
+from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.logger import log
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+
+from ..aggregation import RobustAggregator
+from .robust_round import RobustRound
+
+
+class RobustFedAvg(FedAvg):
+    """Legacy FedAvg with its averaging replaced by any rule of the core.
+
+    Args:
+        rule: a rule name of :data:`flwr_byz.aggregation.RULES`.
+        num_malicious_clients: f, the number of Byzantine clients to tolerate.
+        pre_aggregators: :class:`~flwr_byz.aggregation.PreAggregator` steps run before the rule.
+        rule_params: the rule's own keyword arguments.
+        **kwargs: legacy ``FedAvg`` arguments, unchanged.
+    """
+
+    _trim_fraction: float | None = None
+    _history_center = False
+
+    def __init__(self, *, rule: str = "mean", num_malicious_clients: int = 0, pre_aggregators=(),
+                 rule_params: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_malicious_clients = int(num_malicious_clients)
+        self.robust = RobustRound(
+            RobustAggregator(rule, f=self.num_malicious_clients, pre=pre_aggregators, **(rule_params or {})),
+            trim_fraction=self._trim_fraction, use_history_center=self._history_center,
+        )
+        self._current: list | None = None
+
+    @property
+    def history(self) -> list[dict]:
+        """Per-round reports (client ids, dropped replies and reasons, selection, timings)."""
+        return self.robust.history
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.robust.aggregator!r})"
+
+    def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
+        self._current = parameters_to_ndarrays(parameters)
+        return super().configure_fit(server_round, parameters, client_manager)
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures):
+        if not results:
+            return None, {}
+        if not self.accept_failures and failures:
+            return None, {}
+        if self._current is None:
+            log(WARNING, "[flwr-byz] aggregate_fit called before configure_fit; nothing to compare to")
+            return None, {}
+        entries, weights, extra, by_id = [], {}, {}, {}
+        for proxy, res in results:
+            cid = proxy.cid
+            try:
+                arrays = parameters_to_ndarrays(res.parameters)
+            except Exception as err:
+                entries.append((cid, None, f"unreadable parameters ({type(err).__name__}: {err})"))
+                continue
+            entries.append((cid, arrays, None))
+            weights[cid] = res.num_examples
+            by_id[cid] = res
+            if "partition-id" in (res.metrics or {}):
+                extra[cid] = {"partition-id": res.metrics["partition-id"]}
+        new_arrays, byz_metrics, kept = self.robust.run(server_round, self._current, None, entries, weights, extra)
+        metrics = {}
+        if self.fit_metrics_aggregation_fn and kept:
+            try:
+                metrics = dict(self.fit_metrics_aggregation_fn([(by_id[c].num_examples, by_id[c].metrics) for c in kept]))
+            except Exception as err:
+                log(WARNING, "[flwr-byz] round %s: fit metrics not aggregated (%s)", server_round, err)
+        metrics.update(byz_metrics)
+        if new_arrays is None:
+            return None, metrics
+        return ndarrays_to_parameters(new_arrays), metrics
+
+
+class Krum(RobustFedAvg):
+    """Krum, or Multi-Krum with ``num_clients_to_keep > 0`` (Blanchard et al. 2017); n >= 2f + 3.
+
+    Same arguments as Flower's legacy ``Krum``.
+    """
+
+    def __init__(self, *, num_malicious_clients: int = 0, num_clients_to_keep: int = 0, pre_aggregators=(),
+                 **kwargs):
+        self.num_clients_to_keep = num_clients_to_keep
+        rule, params = ("multi_krum", {"m": num_clients_to_keep}) if num_clients_to_keep > 0 else ("krum", {})
+        super().__init__(rule=rule, num_malicious_clients=num_malicious_clients, pre_aggregators=pre_aggregators,
+                         rule_params=params, **kwargs)
+
+
+class MultiKrum(RobustFedAvg):
+    """Multi-Krum: mean of the m best Krum scores (m = n - f by default); n >= 2f + 3."""
+
+    def __init__(self, *, num_malicious_clients: int = 0, num_clients_to_keep: int | None = None,
+                 pre_aggregators=(), **kwargs):
+        self.num_clients_to_keep = num_clients_to_keep
+        super().__init__(rule="multi_krum", num_malicious_clients=num_malicious_clients,
+                         pre_aggregators=pre_aggregators, rule_params={"m": num_clients_to_keep}, **kwargs)
+
+
+class Bulyan(RobustFedAvg):
+    """Bulyan over Krum (El Mhamdi et al. 2018); n >= 4f + 3. Same selection as Flower's legacy
+    ``Bulyan``, without its per-iteration distance recomputation."""
+
+    def __init__(self, *, num_malicious_clients: int = 0, pre_aggregators=(), **kwargs):
+        super().__init__(rule="bulyan", num_malicious_clients=num_malicious_clients,
+                         pre_aggregators=pre_aggregators, **kwargs)
+
+
+class FedMedian(RobustFedAvg):
+    """Coordinate-wise median (Yin et al. 2018); n >= 2f + 1."""
+
+    def __init__(self, *, num_malicious_clients: int = 0, pre_aggregators=(), **kwargs):
+        super().__init__(rule="median", num_malicious_clients=num_malicious_clients,
+                         pre_aggregators=pre_aggregators, **kwargs)
+
+
+class FedTrimmedAvg(RobustFedAvg):
+    """Coordinate-wise trimmed mean (Yin et al. 2018), int(beta * n) cut per side; n >= 2f + 1."""
+
+    def __init__(self, *, beta: float | None = 0.2, num_malicious_clients: int | None = None,
+                 pre_aggregators=(), **kwargs):
+        if num_malicious_clients is None:
+            if beta is None or not 0 <= beta < 0.5:
+                raise ValueError(f"FedTrimmedAvg: beta must be in [0, 0.5), got {beta}")
+            self._trim_fraction = float(beta)
+        self.beta = beta
+        super().__init__(rule="trimmed_mean", num_malicious_clients=num_malicious_clients or 0,
+                         pre_aggregators=pre_aggregators, **kwargs)
+
+
+class GeometricMedian(RobustFedAvg):
+    """Geometric median by smoothed Weiszfeld, RFA (Pillutla et al. 2022); n >= 2f + 1."""
+
+    def __init__(self, *, num_malicious_clients: int = 0, maxiter: int = 100, ftol: float = 1e-6,
+                 nu: float = 1e-6, pre_aggregators=(), **kwargs):
+        super().__init__(rule="geometric_median", num_malicious_clients=num_malicious_clients,
+                         pre_aggregators=pre_aggregators,
+                         rule_params={"maxiter": maxiter, "ftol": ftol, "nu": nu}, **kwargs)
+
+
+class CenteredClipping(RobustFedAvg):
+    """Centered clipping (Karimireddy et al. 2021) around the previous round's update."""
+
+    _history_center = True
+
+    def __init__(self, *, num_malicious_clients: int = 0, tau: float = 10.0, iterations: int = 1,
+                 pre_aggregators=(), **kwargs):
+        super().__init__(rule="centered_clipping", num_malicious_clients=num_malicious_clients,
+                         pre_aggregators=pre_aggregators,
+                         rule_params={"tau": tau, "iterations": iterations}, **kwargs)
+
+
+class SignSGDMajority(RobustFedAvg):
+    """signSGD with majority vote (Bernstein et al. 2019): step server_lr * sign(sum of signs)."""
+
+    def __init__(self, *, num_malicious_clients: int = 0, server_lr: float = 1e-3, pre_aggregators=(),
+                 **kwargs):
+        super().__init__(rule="signsgd_majority", num_malicious_clients=num_malicious_clients,
+                         pre_aggregators=pre_aggregators, rule_params={"server_lr": server_lr}, **kwargs)

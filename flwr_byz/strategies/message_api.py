@@ -1,0 +1,207 @@
+"""Robust strategies for Flower's Message API (``flwr.serverapp.strategy``).
+
+Each class subclasses Flower's Message-API ``FedAvg`` and takes the same constructor
+arguments (``fraction_train``, ``min_train_nodes``, ``weighted_by_key``, ...), plus the
+rule's own, so swapping ``FedAvg(...)`` for ``Bulyan(num_malicious_nodes=3, ...)`` is the
+only change a project needs. Sampling, evaluation and ``start(...)`` are Flower's; only
+``aggregate_train`` changes: it aggregates the clients' *updates* (reply arrays minus the
+arrays the round started from) with a rule of :mod:`flwr_byz.aggregation`, drops bad
+replies with a log line, and adds the round's report (``byz.*`` keys) to the train metrics.
+The full per-round reports, with node ids, are in ``strategy.history``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import WARNING
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from ..aggregation import RobustAggregator
+from .robust_round import RobustRound
+
+
+class RobustFedAvg(FedAvg):
+    """FedAvg with its averaging replaced by any rule of the core.
+
+    Args:
+        *args, **kwargs: Flower's ``FedAvg`` arguments, unchanged.
+        rule: a rule name of :data:`flwr_byz.aggregation.RULES` (``"mean"``, ``"krum"``, ...).
+        num_malicious_nodes: f, the number of Byzantine nodes to tolerate.
+        pre_aggregators: :class:`~flwr_byz.aggregation.PreAggregator` steps run before the rule.
+        rule_params: the rule's own keyword arguments.
+    """
+
+    _trim_fraction: float | None = None
+    _history_center = False
+
+    def __init__(self, *args, rule: str = "mean", num_malicious_nodes: int = 0, pre_aggregators=(),
+                 rule_params: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_malicious_nodes = int(num_malicious_nodes)
+        self.robust = RobustRound(
+            RobustAggregator(rule, f=self.num_malicious_nodes, pre=pre_aggregators, **(rule_params or {})),
+            trim_fraction=self._trim_fraction, use_history_center=self._history_center,
+        )
+        self._current: ArrayRecord | None = None
+
+    @property
+    def history(self) -> list[dict]:
+        """Per-round reports (node ids, dropped replies and reasons, selection, timings)."""
+        return self.robust.history
+
+    def summary(self) -> None:
+        log(20, "\t├──> flwr-byz: %r", self.robust.aggregator)
+        super().summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._current = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def _read_reply(self, msg: Message):
+        """(arrays, names, weight, metrics) of a reply, or raise ValueError with the reason."""
+        content = msg.content
+        if len(content.array_records) != 1:
+            raise ValueError(f"expected exactly one ArrayRecord, got {len(content.array_records)}")
+        record = next(iter(content.array_records.values()))
+        metrics = next(iter(content.metric_records.values()), None)
+        if metrics is None or self.weighted_by_key not in metrics:
+            raise ValueError(f"missing '{self.weighted_by_key}' in the reply's MetricRecord")
+        weight = metrics[self.weighted_by_key]
+        if not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"'{self.weighted_by_key}' must be a non-negative number, got {weight!r}")
+        return [a.numpy() for a in record.values()], list(record.keys()), float(weight), metrics
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        if self._current is None:
+            log(WARNING, "[flwr-byz] aggregate_train called before configure_train; nothing to compare to")
+            return None, None
+        entries, weights, extra, contents = [], {}, {}, {}
+        for msg in replies:
+            nid = msg.metadata.src_node_id
+            if msg.has_error():
+                entries.append((nid, None, f"error reply: {msg.error.reason}"))
+                continue
+            try:
+                arrays, names, weight, metrics = self._read_reply(msg)
+            except Exception as err:
+                entries.append((nid, None, str(err)))
+                continue
+            entries.append((nid, arrays, names))
+            weights[nid] = weight
+            contents[nid] = msg.content
+            if "partition-id" in metrics:
+                extra[nid] = {"partition-id": metrics["partition-id"]}
+        current = list(self._current.keys())
+        new_arrays, byz_metrics, kept = self.robust.run(
+            server_round, [a.numpy() for a in self._current.values()], current, entries, weights, extra
+        )
+        metrics = MetricRecord()
+        if kept:
+            try:
+                metrics = self.train_metrics_aggr_fn([contents[c] for c in kept], self.weighted_by_key)
+            except Exception as err:
+                log(WARNING, "[flwr-byz] round %s: train metrics not aggregated (%s)", server_round, err)
+        for key, value in byz_metrics.items():
+            metrics[key] = value
+        if new_arrays is None:
+            return None, metrics
+        return ArrayRecord(dict(zip(current, (Array(a) for a in new_arrays)))), metrics
+
+
+class Krum(RobustFedAvg):
+    """Krum (Blanchard et al., NeurIPS 2017); needs n >= 2f + 3 replies.
+
+    Same arguments as Flower's ``flwr.serverapp.strategy.Krum``.
+    """
+
+    def __init__(self, *args, num_malicious_nodes: int = 0, pre_aggregators=(), **kwargs):
+        super().__init__(*args, rule="krum", num_malicious_nodes=num_malicious_nodes,
+                         pre_aggregators=pre_aggregators, **kwargs)
+
+
+class MultiKrum(RobustFedAvg):
+    """Multi-Krum (Blanchard et al. 2017): weighted mean of the m best Krum scores; n >= 2f + 3.
+
+    Same arguments as Flower's ``MultiKrum``; ``num_nodes_to_select=None`` means n - f.
+    """
+
+    def __init__(self, *args, num_malicious_nodes: int = 0, num_nodes_to_select: int | None = None,
+                 pre_aggregators=(), **kwargs):
+        self.num_nodes_to_select = num_nodes_to_select
+        super().__init__(*args, rule="multi_krum", num_malicious_nodes=num_malicious_nodes,
+                         pre_aggregators=pre_aggregators, rule_params={"m": num_nodes_to_select}, **kwargs)
+
+
+class Bulyan(RobustFedAvg):
+    """Bulyan over Krum (El Mhamdi et al., ICML 2018), as the paper defines it; n >= 4f + 3.
+
+    Unlike Flower's Message-API ``Bulyan``, the theta = n - 2f selections are made by
+    *iterated* Krum on the shrinking set (see :func:`flwr_byz.aggregation.bulyan`).
+    """
+
+    def __init__(self, *args, num_malicious_nodes: int = 0, pre_aggregators=(), **kwargs):
+        super().__init__(*args, rule="bulyan", num_malicious_nodes=num_malicious_nodes,
+                         pre_aggregators=pre_aggregators, **kwargs)
+
+
+class FedMedian(RobustFedAvg):
+    """Coordinate-wise median (Yin et al., ICML 2018); n >= 2f + 1. Same as Flower's ``FedMedian``."""
+
+    def __init__(self, *args, num_malicious_nodes: int = 0, pre_aggregators=(), **kwargs):
+        super().__init__(*args, rule="median", num_malicious_nodes=num_malicious_nodes,
+                         pre_aggregators=pre_aggregators, **kwargs)
+
+
+class FedTrimmedAvg(RobustFedAvg):
+    """Coordinate-wise trimmed mean (Yin et al., ICML 2018); n >= 2f + 1.
+
+    ``beta`` as in Flower's ``FedTrimmedAvg`` (int(beta * n) values cut on each side, chosen
+    each round from the number of usable replies), or a fixed ``num_malicious_nodes``.
+    """
+
+    def __init__(self, *args, beta: float | None = 0.2, num_malicious_nodes: int | None = None,
+                 pre_aggregators=(), **kwargs):
+        if num_malicious_nodes is None:
+            if beta is None or not 0 <= beta < 0.5:
+                raise ValueError(f"FedTrimmedAvg: beta must be in [0, 0.5), got {beta}")
+            self._trim_fraction = float(beta)
+        self.beta = beta
+        super().__init__(*args, rule="trimmed_mean", num_malicious_nodes=num_malicious_nodes or 0,
+                         pre_aggregators=pre_aggregators, **kwargs)
+
+
+class GeometricMedian(RobustFedAvg):
+    """Geometric median by smoothed Weiszfeld, RFA (Pillutla et al. 2022); n >= 2f + 1."""
+
+    def __init__(self, *args, num_malicious_nodes: int = 0, maxiter: int = 100, ftol: float = 1e-6,
+                 nu: float = 1e-6, pre_aggregators=(), **kwargs):
+        super().__init__(*args, rule="geometric_median", num_malicious_nodes=num_malicious_nodes,
+                         pre_aggregators=pre_aggregators,
+                         rule_params={"maxiter": maxiter, "ftol": ftol, "nu": nu}, **kwargs)
+
+
+class CenteredClipping(RobustFedAvg):
+    """Centered clipping (Karimireddy et al., ICML 2021) around the previous round's update."""
+
+    _history_center = True
+
+    def __init__(self, *args, num_malicious_nodes: int = 0, tau: float = 10.0, iterations: int = 1,
+                 pre_aggregators=(), **kwargs):
+        super().__init__(*args, rule="centered_clipping", num_malicious_nodes=num_malicious_nodes,
+                         pre_aggregators=pre_aggregators,
+                         rule_params={"tau": tau, "iterations": iterations}, **kwargs)
+
+
+class SignSGDMajority(RobustFedAvg):
+    """signSGD with majority vote (Bernstein et al., ICLR 2019): step server_lr * sign(sum signs)."""
+
+    def __init__(self, *args, num_malicious_nodes: int = 0, server_lr: float = 1e-3, pre_aggregators=(),
+                 **kwargs):
+        super().__init__(*args, rule="signsgd_majority", num_malicious_nodes=num_malicious_nodes,
+                         pre_aggregators=pre_aggregators, rule_params={"server_lr": server_lr}, **kwargs)

@@ -1,0 +1,122 @@
+"""One robust aggregation round, shared by the Message-API and the legacy strategies.
+
+Both Flower APIs hand over the same things: the global arrays the round started from and
+the clients' replies. This module turns them into the update matrix, drops bad replies with
+a log line naming the client, checks the rule's f bound on what is left, runs the rule, and
+returns the new global arrays plus the round's metrics. It never raises on a client's
+reply: a round that cannot be aggregated is skipped (``None``) with a clear log line and
+the global model is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from logging import ERROR, INFO, WARNING
+
+import numpy as np
+from flwr.common.logger import log
+
+from ..aggregation import RobustAggregator
+from .updates import ModelLayout, apply_update, stack_updates
+
+
+class RobustRound:
+    """The aggregation state of one strategy: the rule, the history of round reports.
+
+    Attributes:
+        aggregator: the :class:`~flwr_byz.aggregation.RobustAggregator` applied each round.
+        history: one JSON-serialisable dict per aggregated (or skipped) round, with client
+            ids: replies, dropped (id -> reason), selected ids, scores, timings.
+        trim_fraction: when set, f is recomputed each round as int(trim_fraction * n)
+            (Flower's ``FedTrimmedAvg(beta=...)`` semantics).
+        use_history_center: pass the previous round's aggregate update as ``center``
+            (centered clipping).
+    """
+
+    def __init__(self, aggregator: RobustAggregator, *, trim_fraction: float | None = None,
+                 use_history_center: bool = False):
+        self.aggregator = aggregator
+        self.trim_fraction = trim_fraction
+        self.use_history_center = use_history_center
+        self.history: list[dict] = []
+        self.last_update: np.ndarray | None = None
+
+    def run(self, server_round: int, global_arrays, names, replies, weights: dict, extra: dict | None = None):
+        """Aggregate one round.
+
+        Args:
+            server_round: the round number (for logs and the per-round bucketing shuffle).
+            global_arrays: the arrays every client started from.
+            names: their names (ArrayRecord keys) or None.
+            replies: [(client_id, arrays, names_or_None), ...] of the replies that arrived;
+                replies that could not be read at all are passed as ``(id, None, reason)``.
+            weights: client_id -> number of examples.
+            extra: client_id -> dict of per-client facts to keep in the history.
+
+        Returns ``(new_arrays or None, metrics dict, kept_ids)``.
+        """
+        t0 = time.perf_counter()
+        layout = ModelLayout.of(list(global_arrays), names)
+        unreadable = {cid: why for cid, arrays, why in replies if arrays is None}
+        readable = [r for r in replies if r[1] is not None]
+        global_flat = layout.flatten(global_arrays)
+        X, kept, dropped = stack_updates(layout, global_flat, readable)
+        dropped = {**unreadable, **dropped}
+        for cid, reason in dropped.items():
+            log(WARNING, "[flwr-byz] round %s: dropped the reply of client %s: %s", server_round, cid, reason)
+        entry = {
+            "round": int(server_round),
+            "rule": self.aggregator.rule,
+            "replies": len(replies),
+            "kept": [str(c) for c in kept],
+            "dropped": {str(c): r for c, r in dropped.items()},
+            "selected": None,
+            "skipped": None,
+        }
+        if extra:
+            entry["clients"] = {str(c): v for c, v in extra.items()}
+        metrics = {"byz.replies": len(replies), "byz.dropped": len(dropped), "byz.kept": len(kept)}
+        call = {}
+        if self.trim_fraction is not None:
+            call["f"] = int(self.trim_fraction * len(kept))
+        f = call.get("f", self.aggregator.f)
+        need = self.aggregator.minimum_clients() if "f" not in call else 2 * f + 1
+        if len(kept) == 0 or len(kept) < need:
+            return self._skip(entry, metrics, server_round,
+                              f"{len(kept)} usable replies, but {self.aggregator.rule} needs at least "
+                              f"{need} to tolerate f={f}; keeping the global model", t0)
+        if self.use_history_center and self.last_update is not None and self.last_update.shape == (X.shape[1],):
+            call["center"] = self.last_update
+        try:
+            agg, report = self.aggregator(X, weights=[float(weights.get(c, 1.0)) for c in kept],
+                                          server_round=server_round, **call)
+        except Exception as err:  # the server must survive whatever the replies were
+            log(ERROR, "[flwr-byz] round %s: %s failed (%s: %s)", server_round, self.aggregator.rule,
+                type(err).__name__, err)
+            return self._skip(entry, metrics, server_round, f"{type(err).__name__}: {err}", t0)
+        self.last_update = agg
+        new_arrays = apply_update(layout, global_arrays, agg)
+        elapsed = time.perf_counter() - t0
+        if report.selected is not None and "pre" not in report.details:
+            entry["selected"] = [str(kept[i]) for i in report.selected]
+        if report.scores is not None and len(report.scores) == len(kept):
+            entry["scores"] = {str(c): float(s) for c, s in zip(kept, report.scores)}
+        entry["details"] = {k: v for k, v in report.details.items() if isinstance(v, (int, float, str))}
+        entry["aggregation_time_s"] = elapsed
+        metrics.update({k: v for k, v in report.to_metrics("byz.").items() if not isinstance(v, list)})
+        if entry["selected"] is not None:
+            metrics["byz.selected"] = len(entry["selected"])
+        metrics["byz.aggregation-time"] = elapsed
+        self.history.append(entry)
+        log(INFO, "[flwr-byz] round %s: %s aggregated %d of %d replies in %.3f s%s", server_round,
+            self.aggregator.rule, len(kept), len(replies), elapsed,
+            f"; selected clients {entry['selected']}" if entry["selected"] is not None else "")
+        return new_arrays, metrics, kept
+
+    def _skip(self, entry, metrics, server_round, reason, t0):
+        entry["skipped"] = reason
+        entry["aggregation_time_s"] = time.perf_counter() - t0
+        self.history.append(entry)
+        log(WARNING, "[flwr-byz] round %s skipped: %s", server_round, reason)
+        metrics["byz.skipped"] = 1
+        return None, metrics, []
