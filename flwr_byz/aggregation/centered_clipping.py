@@ -55,7 +55,7 @@ def centered_clipping(
     for _ in range(iterations):
         vx = v.astype(X.dtype)
         dist = distances_to(X, vx)
-        scale = np.minimum(1.0, tau / np.maximum(dist, np.finfo(np.float64).tiny))
+        scale = tau / np.maximum(dist, tau)  # = min(1, tau / |x_i - v|), no division by 0
         # v + (1/n) sum_i s_i (x_i - v)  =  v (1 - mean(s)) + (1/n) sum_i s_i x_i
         v = v * (1.0 - scale.mean()) + weighted_mean(X, scale).astype(np.float64) * (scale.sum() / n)
     agg = v.astype(X.dtype)

@@ -9,6 +9,14 @@ of the updates, not of their magnitude. By Sterbenz' lemma the subtraction is ex
 entries within a factor two of the column mean, and each chunk's float32 Gram matrix is
 accumulated in float64, so the result agrees with a float64 direct computation to about
 1e-6 relative to the squared spread (tests/test_distances.py checks it on ALIE-like input).
+
+The column mean is not robust: a single huge Byzantine update drags it far from the honest
+updates, and then the honest distances drown in rounding error (or the float32 product
+overflows to inf / NaN). When the first pass shows such an entry (a non-finite distance, or
+one far below the rounding error bound of its two rows that is not an exact duplicate),
+the Gram matrix is recomputed around the coordinate-wise median, which stays within the
+range of the honest values whenever they are a majority. Distances that still overflow
+are returned as ``inf``.
 """
 
 from __future__ import annotations
@@ -17,20 +25,59 @@ import numpy as np
 
 from ._validate import CHUNK_COLUMNS
 
+# An off-diagonal entry below this fraction of |c_i|^2 + |c_j|^2 (c = centred rows) is not
+# resolved reliably by a float32 Gram matrix; it triggers the median-centred second pass.
+_RESOLVED_FRACTION = 1e-2
+
+
+def _centred_gram(X: np.ndarray, chunk_columns: int, robust: bool) -> np.ndarray:
+    n, d = X.shape
+    G = np.zeros((n, n), dtype=np.float64)
+    for a in range(0, d, chunk_columns):
+        block = X[:, a : a + chunk_columns]
+        if robust:
+            centre = np.median(block, axis=0).astype(X.dtype)
+        else:
+            centre = block.mean(axis=0, dtype=np.float64).astype(X.dtype)
+        centred = block - centre
+        G += centred @ centred.T
+    return G
+
+
+def _duplicates_verified(X: np.ndarray, same: np.ndarray) -> bool:
+    """True when the rows that look identical after centring are bit-identical in X.
+
+    Centring around a far-away centre can round distinct rows to the same values, so an
+    exact zero distance is only trusted once the raw rows compare equal (O(n d) at most).
+    """
+    n = X.shape[0]
+    rep = np.argmax(same, axis=1)  # first row of each group of centred-identical rows
+    if np.any(same != (rep[:, None] == rep[None, :])):
+        return False
+    return all(np.array_equal(X[i], X[rep[i]]) for i in np.flatnonzero(rep != np.arange(n)))
+
+
+def _distances_from_gram(X: np.ndarray, G: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(D, unreliable): D from the Gram matrix; unreliable when some entry is not resolved."""
+    sq = np.diag(G).copy()
+    D = sq[:, None] + sq[None, :] - 2.0 * G
+    off = ~np.eye(G.shape[0], dtype=bool)
+    same = (G == sq[:, None]) & (G == sq[None, :])  # centred rows that are bit-identical
+    small = ~np.isfinite(D) | (D < _RESOLVED_FRACTION * (sq[:, None] + sq[None, :]))
+    unreliable = bool(np.any(small & ~same & off)) or not _duplicates_verified(X, same)
+    D[np.isnan(D)] = np.inf  # inf - inf: the float32 product overflowed, the distance is huge
+    np.maximum(D, 0.0, out=D)
+    np.fill_diagonal(D, 0.0)
+    return D, unreliable
+
 
 def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = CHUNK_COLUMNS) -> np.ndarray:
     """Return the symmetric (n, n) float64 matrix of squared distances between rows of X.
 
     Extra memory: one (n, chunk_columns) block plus O(n^2), whatever d is.
     """
-    n, d = X.shape
-    G = np.zeros((n, n), dtype=np.float64)
-    for a in range(0, d, chunk_columns):
-        block = X[:, a : a + chunk_columns]
-        centred = block - block.mean(axis=0, dtype=np.float64).astype(X.dtype)
-        G += centred @ centred.T
-    sq = np.diag(G).copy()
-    D = sq[:, None] + sq[None, :] - 2.0 * G
-    np.maximum(D, 0.0, out=D)
-    np.fill_diagonal(D, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        D, unreliable = _distances_from_gram(X, _centred_gram(X, chunk_columns, robust=False))
+        if unreliable:
+            D, _ = _distances_from_gram(X, _centred_gram(X, chunk_columns, robust=True))
     return D

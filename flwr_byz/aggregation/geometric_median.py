@@ -7,9 +7,16 @@ iteration is
 
     v <- sum_i beta_i x_i / sum_i beta_i,   beta_i = alpha_i / max(nu, |v - x_i|),
 
-started at the weighted mean and stopped when the objective improves by less than
-``ftol`` (relative) or after ``maxiter`` iterations. The smoothing nu keeps the weights
+started at the coordinate-wise median and stopped when the objective improves by less
+than ``ftol`` (relative) or after ``maxiter`` iterations. The smoothing nu keeps the weights
 finite when v lands on an update.
+
+The start matters for robustness: RFA starts at the mean, which f huge Byzantine updates
+drag arbitrarily far; the objective is then dominated by their distances, its relative
+decrease falls below ``ftol`` while v is still far from the honest updates, and the
+iteration stops there (an output unbounded in the outliers' magnitude). The coordinate-wise
+median lies within the honest range of every coordinate when f < n / 2, and Weiszfeld
+steps never increase the objective, so the output stays near the honest updates.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import CHUNK_COLUMNS, as_update_matrix, as_weights, check_f
+from .coordinate import coordinate_median
 from .mean import weighted_mean
 from .report import AggregationReport
 
@@ -58,7 +66,7 @@ def geometric_median(
     check_f("geometric_median", n, f, minimum_n=2 * f + 1, formula="2f + 1")
     alpha = as_weights(weights, n)
     alpha = np.full(n, 1.0 / n) if alpha is None else alpha / alpha.sum()
-    v = weighted_mean(X, alpha)
+    v = coordinate_median(X)  # robust start (see the module docstring)
     dist = distances_to(X, v)
     objective = float(alpha @ dist)
     iterations = 0

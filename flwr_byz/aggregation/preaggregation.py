@@ -31,7 +31,7 @@ def clip_norms(updates, *, threshold: float | None = None) -> np.ndarray:
     c = float(np.median(norms)) if threshold is None else float(threshold)
     if not c > 0:
         return X.copy() if threshold is None else np.zeros_like(X)
-    scale = np.minimum(1.0, c / np.maximum(norms, np.finfo(np.float64).tiny))
+    scale = c / np.maximum(norms, c)  # = min(1, c / |x_i|), no division by 0
     return (X * scale[:, None].astype(X.dtype)).astype(X.dtype)
 
 

@@ -18,7 +18,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from ..aggregation import RobustAggregator
-from .robust_round import RobustRound
+from .robust_round import RobustRound, client_facts
 
 
 class RobustFedAvg(FedAvg):
@@ -76,8 +76,9 @@ class RobustFedAvg(FedAvg):
             entries.append((cid, arrays, None))
             weights[cid] = res.num_examples
             by_id[cid] = res
-            if "partition-id" in (res.metrics or {}):
-                extra[cid] = {"partition-id": res.metrics["partition-id"]}
+            facts = client_facts(res.metrics)
+            if facts:
+                extra[cid] = facts
         new_arrays, byz_metrics, kept = self.robust.run(server_round, self._current, None, entries, weights, extra)
         metrics = {}
         if self.fit_metrics_aggregation_fn and kept:

@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from ..aggregation import RobustAggregator
-from .robust_round import RobustRound
+from .robust_round import RobustRound, client_facts
 
 
 class RobustFedAvg(FedAvg):
@@ -95,8 +95,9 @@ class RobustFedAvg(FedAvg):
             entries.append((nid, arrays, names))
             weights[nid] = weight
             contents[nid] = msg.content
-            if "partition-id" in metrics:
-                extra[nid] = {"partition-id": metrics["partition-id"]}
+            facts = client_facts(metrics)
+            if facts:
+                extra[nid] = facts
         current = list(self._current.keys())
         new_arrays, byz_metrics, kept = self.robust.run(
             server_round, [a.numpy() for a in self._current.values()], current, entries, weights, extra

@@ -17,7 +17,13 @@ import numpy as np
 from flwr.common.logger import log
 
 from ..aggregation import RobustAggregator
-from .updates import ModelLayout, apply_update, stack_updates
+from ..updates import ModelLayout, apply_update, stack_updates
+
+
+def client_facts(metrics) -> dict:
+    """The reply metrics kept per client in the history: ``partition-id`` and ``attack.*``
+    (what simulated attackers report about themselves: known only in simulation)."""
+    return {k: v for k, v in dict(metrics or {}).items() if k == "partition-id" or str(k).startswith("attack.")}
 
 
 class RobustRound:

@@ -1,0 +1,23 @@
+"""Attack mathematics: what the corrupted clients send, computed from what they know.
+
+No Flower import here (the malicious clients in :mod:`flwr_byz.clients` wrap these).
+Every model-poisoning attack takes the honest updates the attacker legitimately knows,
+normally the corrupted clients' *own* honest updates as an (m, d) matrix (update = client
+weights - global weights), and returns float32 update(s) to send. Arguments are named
+``own_updates`` where the paper's attack needs nothing else, and ``known_updates`` where
+the paper also studies an omniscient attacker (then pass the honest updates too).
+"""
+
+from .alie import alie_supporters, alie_update, alie_z_max
+from .classic import (
+    GARBAGE_KINDS, constant_update, garbage_updates, gaussian_noise, inner_product_manipulation, sign_flipping,
+)
+from .data_poisoning import flip_labels
+from .forecast import alie_forecast
+from .minmax import DIRECTIONS, min_max, min_sum
+
+__all__ = [
+    "DIRECTIONS", "GARBAGE_KINDS", "alie_forecast", "alie_supporters", "alie_update", "alie_z_max",
+    "constant_update", "flip_labels", "garbage_updates", "gaussian_noise", "inner_product_manipulation",
+    "min_max", "min_sum", "sign_flipping",
+]

@@ -1,0 +1,126 @@
+"""The honest reference client: a PyTorch training loop behind Flower's NumPyClient.
+
+Seeds: the data order and any randomness of round r on partition p come from
+``(seed, r, p)``, so a client's update is a deterministic function of (global weights,
+data, round). DETOX relies on that: when the round's config carries ``detox-shard`` and
+``detox-seed``, the client trains on that shard with that seed instead, so every member
+of a DETOX group computes a bit-identical update (see docs/detox.md for the contract).
+Device: CUDA when present, CPU otherwise (``device=`` overrides).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.client import NumPyClient
+from torch import nn
+
+from ..models import get_weights, make_model, set_weights
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_locally(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int = 32,
+                  lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0, seed: int = 0,
+                  device: torch.device | None = None) -> float:
+    """Plain minibatch SGD on (x, y); returns the mean training loss of the last epoch."""
+    device = device or pick_device()
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(int(seed) % (2**63))
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    loss_fn = nn.CrossEntropyLoss()
+    last = 0.0
+    for _ in range(int(epochs)):
+        order = torch.randperm(len(xt), generator=gen)
+        total, count = 0.0, 0
+        for start in range(0, len(xt), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, x: np.ndarray, y: np.ndarray, *, batch_size: int = 512,
+                   device: torch.device | None = None) -> tuple[float, float]:
+    """(mean cross-entropy loss, accuracy) of ``model`` on (x, y)."""
+    device = device or pick_device()
+    model.to(device).eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[start : start + batch_size]).to(device)
+        yb = torch.as_tensor(y[start : start + batch_size]).to(device)
+        out = model(xb)
+        loss += loss_fn(out, yb).item()
+        correct += (out.argmax(1) == yb).sum().item()
+    return loss / max(len(x), 1), correct / max(len(x), 1)
+
+
+def round_seed(seed: int, server_round: int, partition_id: int) -> int:
+    """The seed of one client's training in one round."""
+    return int(np.random.SeedSequence([int(seed), int(server_round), int(partition_id)]).generate_state(1)[0])
+
+
+class TorchClient(NumPyClient):
+    """Honest client: local SGD on its partition, reply = trained weights.
+
+    Config keys read from each round's fit config (all optional): ``server-round``,
+    ``local-epochs``, ``lr``, ``momentum``, ``batch-size``, and DETOX's ``detox-shard`` /
+    ``detox-seed`` (train on that shard with that seed; see ``shards``).
+
+    Args:
+        model: architecture name for :func:`~flwr_byz.simulations.models.make_model`.
+        x, y: this client's training data.
+        input_shape, num_classes: of the dataset.
+        partition_id: this client's partition (reported in the metrics as ``partition-id``).
+        shards: optional mapping shard id -> (x, y), for DETOX groups.
+    """
+
+    def __init__(self, model: str, x, y, input_shape, num_classes: int, partition_id: int = 0, *,
+                 lr: float = 0.1, momentum: float = 0.0, batch_size: int = 32, local_epochs: int = 1,
+                 seed: int = 0, device: str | None = None, eval_data=None, shards=None):
+        self.model_name, self.x, self.y = model, x, y
+        self.input_shape, self.num_classes, self.partition_id = tuple(input_shape), num_classes, int(partition_id)
+        self.lr, self.momentum, self.batch_size, self.local_epochs = lr, momentum, batch_size, local_epochs
+        self.seed, self.device = seed, pick_device(device)
+        self.eval_data, self.shards = eval_data, shards
+        self.model = make_model(model, self.input_shape, num_classes, seed=seed)
+
+    def honest_update(self, parameters, config, x=None, y=None, partition_id=None) -> tuple[list, int, float]:
+        """Train from ``parameters`` on (x, y) (default: own data); returns (weights, n, loss)."""
+        server_round = int(config.get("server-round", 0))
+        pid = self.partition_id if partition_id is None else int(partition_id)
+        seed = round_seed(self.seed, server_round, pid)
+        if x is None:
+            x, y = self.x, self.y
+            if "detox-shard" in config and self.shards is not None:
+                x, y = self.shards[int(config["detox-shard"])]
+                seed = int(config.get("detox-seed", seed))
+        set_weights(self.model, parameters)
+        loss = train_locally(
+            self.model, x, y, epochs=int(config.get("local-epochs", self.local_epochs)),
+            batch_size=int(config.get("batch-size", self.batch_size)), lr=float(config.get("lr", self.lr)),
+            momentum=float(config.get("momentum", self.momentum)), seed=seed, device=self.device,
+        )
+        return get_weights(self.model), len(x), loss
+
+    def fit(self, parameters, config):
+        weights, n, loss = self.honest_update(parameters, config)
+        return weights, n, {"train_loss": float(loss), "partition-id": self.partition_id}
+
+    def evaluate(self, parameters, config):
+        x, y = self.eval_data if self.eval_data is not None else (self.x, self.y)
+        set_weights(self.model, parameters)
+        loss, acc = evaluate_model(self.model, x, y, device=self.device)
+        return float(loss), len(x), {"accuracy": float(acc)}

@@ -1,0 +1,198 @@
+"""Malicious clients: wrap any honest NumPyClient and turn it into an attacker in one line.
+
+    client = AlieClient(honest_client, collusion=Collusion(bad_ids, make_honest_client))
+
+Every class here is a :class:`flwr.client.NumPyClient` whose ``fit`` runs the honest
+client, replaces the reply's weights by the attack's (global weights + malicious update),
+and keeps the honest number of examples. The attack's parameters, and for ALIE the
+attacker's forecast (:func:`flwr_byz.attacks.alie_forecast`), go into the reply's metrics
+under ``attack.*`` keys. ``evaluate`` stays honest.
+
+Attacks that need statistics over all corrupted clients of the round (ALIE, IPM, Min-Max,
+Min-Sum) take a :class:`~flwr_byz.clients.collusion.Collusion`; without one, the client
+uses its own honest update only (for ALIE that means sigma = 0: the update is sent
+unchanged, and a warning says so).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from flwr.client import NumPyClient
+
+from .. import attacks
+from ..updates import ModelLayout, apply_update
+
+LOG = logging.getLogger("flwr_byz.clients")
+ATTACKS = ("alie", "sign_flip", "gaussian", "ipm", "min_max", "min_sum", "constant", "label_flip", "garbage")
+COLLUDING = ("alie", "ipm", "min_max", "min_sum")
+
+
+class MaliciousClient(NumPyClient):
+    """An honest client plus an attack on its replies.
+
+    Args:
+        honest: the NumPyClient to corrupt.
+        attack: one of :data:`ATTACKS`.
+        collusion: shared knowledge of the corrupted clients (colluding attacks).
+        **params: the attack's own parameters (``z``, ``num_clients``, ``scale``, ``sigma``,
+            ``epsilon``, ``c``, ``kind``, ``seed``...).
+    """
+
+    def __init__(self, honest: NumPyClient, attack: str, *, collusion=None, **params):
+        if attack not in ATTACKS:
+            raise ValueError(f"unknown attack {attack!r}; choose from {ATTACKS}")
+        self.honest, self.attack, self.collusion, self.params = honest, attack, collusion, params
+
+    def get_parameters(self, config):
+        return self.honest.get_parameters(config)
+
+    def evaluate(self, parameters, config):
+        return self.honest.evaluate(parameters, config)
+
+    def _known_updates(self, parameters, config, own_weights) -> np.ndarray:
+        if self.collusion is not None:
+            return self.collusion.honest_updates(parameters, config)
+        if self.attack == "alie":
+            LOG.warning("ALIE without a Collusion: sigma = 0, the honest update is sent unchanged")
+        layout = ModelLayout.of(list(parameters))
+        return (layout.flatten(own_weights) - layout.flatten(parameters))[None, :]
+
+    def fit(self, parameters, config):
+        if self.attack == "label_flip":
+            return self._fit_label_flip(parameters, config)
+        weights, num_examples, metrics = self.honest.fit([np.copy(p) for p in parameters], config)
+        metrics = dict(metrics or {})
+        if self.attack == "garbage":
+            kind = self.params.get("kind", "nan")
+            return self._garbage(parameters, kind), num_examples, {**metrics, "attack.garbage": 1}
+        layout = ModelLayout.of(list(parameters))
+        p = self.params
+        if self.attack in COLLUDING:
+            X = self._known_updates(parameters, config, weights)
+            if self.attack == "alie":
+                n = p.get("num_clients")
+                z = p.get("z")
+                if z is None:
+                    z = attacks.alie_z_max(int(n), int(p.get("num_malicious", X.shape[0])))
+                update = attacks.alie_update(X, z=float(z))
+                metrics["attack.alie-z"] = float(z)
+                for zz, frac in attacks.alie_forecast(X).items():
+                    metrics[f"attack.forecast-z{zz:g}"] = float(frac)
+            elif self.attack == "ipm":
+                update = attacks.inner_product_manipulation(X, epsilon=float(p.get("epsilon", 0.1)))
+            elif self.attack == "min_max":
+                update = attacks.min_max(X, direction=p.get("direction", "unit_vec"))
+            else:
+                update = attacks.min_sum(X, direction=p.get("direction", "unit_vec"))
+        else:
+            own = layout.flatten(weights) - layout.flatten(parameters)
+            if self.attack == "sign_flip":
+                update = attacks.sign_flipping(own, scale=float(p.get("scale", 1.0)))
+            elif self.attack == "gaussian":
+                seed = p.get("seed")
+                seed = None if seed is None else (int(seed), int(config.get("server-round", 0)))
+                update = attacks.gaussian_noise((layout.dim,), sigma=float(p.get("sigma", 1.0)), seed=seed)
+            else:  # constant
+                update = attacks.constant_update(layout.dim, c=float(p.get("c", -1.0)))
+        metrics["attack.malicious"] = 1
+        return apply_update(layout, parameters, np.asarray(update, dtype=np.float32)), num_examples, metrics
+
+    def _fit_label_flip(self, parameters, config):
+        if not hasattr(self.honest, "y"):
+            raise TypeError("label flipping needs an honest client exposing its labels as `.y`")
+        clean = self.honest.y
+        num_classes = getattr(self.honest, "num_classes", None)
+        self.honest.y = attacks.flip_labels(clean, num_classes=num_classes)
+        try:
+            weights, n, metrics = self.honest.fit(parameters, config)
+        finally:
+            self.honest.y = clean
+        return weights, n, {**(metrics or {}), "attack.malicious": 1}
+
+    def _garbage(self, parameters, kind: str):
+        out = [np.copy(p) for p in parameters]
+        if kind == "nan":
+            out[0] = np.full_like(out[0], np.nan)
+        elif kind == "inf":
+            out[-1] = np.full_like(out[-1], np.inf)
+        elif kind == "wrong_shape":
+            out[0] = np.zeros(np.asarray(out[0]).size + 1, dtype=np.asarray(out[0]).dtype)
+        elif kind == "wrong_dtype":
+            out[0] = np.asarray(out[0]).astype(np.float64)
+        elif kind == "missing":
+            out = out[:-1]
+        else:
+            raise ValueError(f"unknown garbage kind {kind!r}")
+        return out
+
+
+class AlieClient(MaliciousClient):
+    """ALIE (Baruch et al., NeurIPS 2019): all corrupted clients send mu - z * sigma of their
+    own honest updates; z defaults to the paper's z_max(n = num_clients, m = num_malicious)."""
+
+    def __init__(self, honest, *, collusion=None, z: float | None = None, num_clients: int | None = None,
+                 num_malicious: int | None = None):
+        if z is None and num_clients is None:
+            raise ValueError("AlieClient needs z, or num_clients (and num_malicious) to compute z_max")
+        params = {"z": z, "num_clients": num_clients}
+        if num_malicious is not None:
+            params["num_malicious"] = num_malicious
+        super().__init__(honest, "alie", collusion=collusion, **params)
+
+
+class SignFlipClient(MaliciousClient):
+    """Sends its own honest update reversed (times ``scale``)."""
+
+    def __init__(self, honest, *, scale: float = 1.0):
+        super().__init__(honest, "sign_flip", scale=scale)
+
+
+class GaussianNoiseClient(MaliciousClient):
+    """Sends N(0, sigma^2) noise as its update."""
+
+    def __init__(self, honest, *, sigma: float = 1.0, seed: int | None = None):
+        super().__init__(honest, "gaussian", sigma=sigma, seed=seed)
+
+
+class IpmClient(MaliciousClient):
+    """Inner-product manipulation (Xie et al., UAI 2019): -epsilon * mean of known updates."""
+
+    def __init__(self, honest, *, collusion=None, epsilon: float = 0.1):
+        super().__init__(honest, "ipm", collusion=collusion, epsilon=epsilon)
+
+
+class MinMaxClient(MaliciousClient):
+    """Min-Max (Shejwalkar & Houmansadr, NDSS 2021)."""
+
+    def __init__(self, honest, *, collusion=None, direction: str = "unit_vec"):
+        super().__init__(honest, "min_max", collusion=collusion, direction=direction)
+
+
+class MinSumClient(MaliciousClient):
+    """Min-Sum (Shejwalkar & Houmansadr, NDSS 2021)."""
+
+    def __init__(self, honest, *, collusion=None, direction: str = "unit_vec"):
+        super().__init__(honest, "min_sum", collusion=collusion, direction=direction)
+
+
+class ConstantClient(MaliciousClient):
+    """Sends the constant update c (default -1 everywhere: DETOX's attack on signSGD)."""
+
+    def __init__(self, honest, *, c: float = -1.0):
+        super().__init__(honest, "constant", c=c)
+
+
+class LabelFlipClient(MaliciousClient):
+    """Trains honestly on flipped labels (y -> C - 1 - y)."""
+
+    def __init__(self, honest):
+        super().__init__(honest, "label_flip")
+
+
+class GarbageClient(MaliciousClient):
+    """Sends malformed weights: kind in {"nan", "inf", "wrong_shape", "wrong_dtype", "missing"}."""
+
+    def __init__(self, honest, *, kind: str = "nan"):
+        super().__init__(honest, "garbage", kind=kind)

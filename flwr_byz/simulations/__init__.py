@@ -1,0 +1,1 @@
+"""flwr-byz simulations."""

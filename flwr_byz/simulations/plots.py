@@ -1,0 +1,66 @@
+"""PNG plots of a results.jsonl: accuracy vs round (one panel per attack, one line per
+strategy) and, when an ALIE attacker reported it, the forecast curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _latest_attempts(rows: list[dict]) -> list[dict]:
+    latest: dict[str, str] = {}
+    for r in rows:
+        latest[r["cell"]] = r["attempt"]
+    return [r for r in rows if latest.get(r["cell"]) == r["attempt"]]
+
+
+def plot_results(results: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write ``accuracy.png`` (and ``forecast.png`` when present); return the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .runner import ResultsWriter
+
+    results = Path(results)
+    folder = results if results.is_dir() else results.parent
+    rows = _latest_attempts(ResultsWriter(folder).rows())
+    if not rows:
+        raise ValueError(f"no results in {folder}")
+    out_dir = Path(out_dir or folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    attacks = sorted({r["cfg_attack"] for r in rows})
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False, sharey=True)
+    for ax, attack in zip(axes[0], attacks):
+        cells = sorted({(r["cfg_strategy"], r["cell"]) for r in rows if r["cfg_attack"] == attack})
+        for strategy, cell in cells:
+            rs = sorted((r for r in rows if r["cell"] == cell), key=lambda r: r["round"])
+            m = rs[0]["cfg_num_malicious"]
+            ax.plot([r["round"] for r in rs], [r["accuracy"] for r in rs], marker=".",
+                    label=f"{strategy} (n={rs[0]['cfg_num_clients']}, m={m})")
+        ax.set_title(f"attack: {attack}")
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("test accuracy")
+    fig.tight_layout()
+    files = [out_dir / "accuracy.png"]
+    fig.savefig(files[0], dpi=120)
+    plt.close(fig)
+    fc = [r for r in rows if any(k.startswith("forecast_") for k in r)]
+    if fc:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        cell = fc[0]["cell"]
+        rs = sorted((r for r in fc if r["cell"] == cell), key=lambda r: r["round"])
+        for key in sorted({k for r in rs for k in r if k.startswith("forecast_")}):
+            ax.plot([r["round"] for r in rs], [r.get(key) for r in rs], label=key.replace("forecast_", "z = ").replace("z", "z", 1))
+        ax.set_xlabel("round")
+        ax.set_ylabel("fraction of coordinates with |mu| < z sigma")
+        ax.set_title(f"ALIE forecast ({rs[0]['cfg_strategy']})")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        files.append(out_dir / "forecast.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+    return files

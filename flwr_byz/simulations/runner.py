@@ -1,0 +1,268 @@
+"""Run grids of cells in Flower's Simulation Engine, writing results as they come.
+
+All cells that share data (dataset, model, n, partitioning, seed) run inside one
+``run_simulation``: its ServerApp runs the cells one after another on the same Grid with
+the legacy robust strategies (``flwr_byz.strategies.legacy``), so Ray starts once per group.
+
+Clients learn the cell's scenario (attack, m, hyper-parameters) from the round's fit
+config: a harness channel of the simulation, documented as such; in a deployment the
+SuperNode's own node config chooses its role instead (``flwr_byz.app``).
+
+Results: one JSON line per evaluated round, appended and flushed as soon as the round is
+evaluated (a killed run loses at most the round in flight), in ``results.jsonl``; a cell
+whose last line says ``"final": true`` is finished and skipped by a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig
+
+LOG = logging.getLogger("flwr_byz.simulations")
+
+_CACHE: dict = {}
+
+
+def load_partitioned(key: tuple):
+    """(dataset, partitions) for a data key, cached per process (each Ray actor loads once)."""
+    if key not in _CACHE:
+        from .datasets import load_dataset
+        from .partitioning import partition
+
+        name, root, _model, n, scheme, alpha, seed = key
+        data = load_dataset(name, root)
+        parts = partition(data.y_train, n, scheme=scheme, alpha=alpha, seed=seed)
+        _CACHE.clear()
+        _CACHE[key] = (data, parts)
+    return _CACHE[key]
+
+
+def honest_client(key: tuple, pid: int, config: dict):
+    from ..clients.honest import TorchClient
+
+    data, parts = load_partitioned(key)
+    idx = parts[pid]
+    return TorchClient(
+        key[2], data.x_train[idx], data.y_train[idx], data.input_shape, data.num_classes, pid,
+        lr=float(config.get("lr", 0.1)), momentum=float(config.get("momentum", 0.0)),
+        batch_size=int(config.get("batch-size", 32)), local_epochs=int(config.get("local-epochs", 1)),
+        seed=int(config.get("seed", 0)),
+    )
+
+
+def scenario_fit(key: tuple, pid: int, parameters, config: dict):
+    """What client ``pid`` replies in the round described by ``config``."""
+    from ..clients.collusion import Collusion
+    from ..clients.malicious import MaliciousClient
+
+    client = honest_client(key, pid, config)
+    m = int(config.get("num-malicious", 0))
+    attack = str(config.get("attack", "none"))
+    if attack != "none" and pid < m:
+        params = json.loads(str(config.get("attack-params", "{}")))
+        params.setdefault("num_clients", int(config.get("num-clients", key[3])))
+        params.setdefault("num_malicious", m)
+        collusion = Collusion(range(m), lambda p: honest_client(key, p, config), label=str(config.get("cell", "")))
+        client = MaliciousClient(client, attack, collusion=collusion, **params)
+    return client.fit(parameters, config)
+
+
+def make_client_app(key: tuple):
+    from flwr.client import ClientApp, NumPyClient
+
+    class ScenarioClient(NumPyClient):
+        def __init__(self, pid: int):
+            self.pid = pid
+
+        def fit(self, parameters, config):
+            return scenario_fit(key, self.pid, parameters, config)
+
+    return ClientApp(client_fn=lambda context: ScenarioClient(int(context.node_config["partition-id"])).to_client())
+
+
+def fit_config(cell: RunConfig):
+    """The round's fit config for ``cell`` (hyper-parameters plus the harness's scenario)."""
+
+    def on_fit_config(server_round: int) -> dict:
+        return {
+            "server-round": server_round, "local-epochs": cell.local_epochs, "batch-size": cell.batch_size,
+            "lr": cell.lr, "momentum": cell.momentum, "seed": cell.seed, "attack": cell.attack,
+            "num-malicious": cell.num_malicious if cell.attacked else 0, "num-clients": cell.num_clients,
+            "attack-params": json.dumps(cell.attack_params), "cell": cell.cell_id(),
+        }
+
+    return on_fit_config
+
+
+def detection(entry: dict, malicious: set[int]) -> dict:
+    """Precision / recall of 'not selected' as a detector of the known malicious partitions."""
+    if not entry or entry.get("selected") is None or "clients" not in entry:
+        return {}
+    pid = {c: int(v["partition-id"]) for c, v in entry["clients"].items() if "partition-id" in v}
+    kept = [c for c in entry["kept"] if c in pid]
+    flagged = {pid[c] for c in kept if c not in set(entry["selected"])}
+    bad = {pid[c] for c in kept if pid[c] in malicious}
+    hit = len(flagged & bad)
+    return {"detection_precision": hit / len(flagged) if flagged else 1.0,
+            "detection_recall": hit / len(bad) if bad else 1.0}
+
+
+def forecast(entry: dict) -> dict:
+    """The ALIE attacker's forecast for the round, as reported by the corrupted clients."""
+    out: dict = {}
+    for v in (entry or {}).get("clients", {}).values():
+        for k, x in v.items():
+            if k.startswith("attack.forecast-"):
+                out[k.replace("attack.forecast-", "forecast_")] = float(x)
+    return out
+
+
+class ResultsWriter:
+    """Append-only JSON Lines results with resume support."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "results.jsonl"
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash
+                continue
+        return out
+
+    def finished(self) -> set[str]:
+        return {r["cell"] for r in self.rows() if r.get("final")}
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row, default=float) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _group_main(cells, key, writer: ResultsWriter, progress):
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import Server, ServerConfig, SimpleClientManager
+    from flwr.server.compat import start_grid
+
+    from ..clients.honest import evaluate_model
+    from ..models import get_weights, make_model, set_weights
+    from ..strategies.legacy import RobustFedAvg
+
+    def main(grid, context):
+        data, _ = load_partitioned(key)
+        for cell in cells:
+            model = make_model(cell.model, data.input_shape, data.num_classes, seed=cell.seed)
+            attempt = uuid.uuid4().hex[:8]
+            state = {"t": time.perf_counter()}
+            malicious = set(range(cell.num_malicious)) if cell.attacked else set()
+            bar = progress(total=cell.rounds, desc=f"{cell.strategy} / {cell.attack}") if progress else None
+
+            def evaluate_fn(server_round, ndarrays, config, cell=cell, model=model, attempt=attempt,
+                            state=state, malicious=malicious, bar=bar):
+                set_weights(model, ndarrays)
+                loss, acc = evaluate_model(model, data.x_test, data.y_test)
+                now = time.perf_counter()
+                entry = strategy.history[-1] if server_round > 0 and strategy.history else {}
+                row = {"cell": cell.cell_id(), "attempt": attempt, "round": server_round, "accuracy": acc,
+                       "loss": loss, "round_time_s": now - state["t"],
+                       "aggregation_time_s": entry.get("aggregation_time_s"),
+                       "kept": len(entry.get("kept", [])), "dropped": len(entry.get("dropped", {})),
+                       "skipped": entry.get("skipped"), **detection(entry, malicious), **forecast(entry),
+                       "final": server_round == cell.rounds, **{f"cfg_{k}": v for k, v in cell.to_dict().items()}}
+                state["t"] = now
+                writer.append(row)
+                if bar is not None and server_round > 0:
+                    bar.update(1)
+                    bar.set_postfix(acc=f"{acc:.3f}")
+                return loss, {"accuracy": acc}
+
+            strategy = RobustFedAvg(
+                rule=cell.strategy, num_malicious_clients=cell.tolerated, rule_params=dict(cell.strategy_params),
+                fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=cell.num_clients,
+                min_available_clients=cell.num_clients, initial_parameters=ndarrays_to_parameters(get_weights(model)),
+                on_fit_config_fn=fit_config(cell), evaluate_fn=evaluate_fn,
+            )
+            server = Server(client_manager=SimpleClientManager(), strategy=strategy)
+            start_grid(grid=grid, server=server, config=ServerConfig(num_rounds=cell.rounds))
+            if bar is not None:
+                bar.close()
+
+    return main
+
+
+def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: bool = True,
+              client_cpus: float = 1.0, quiet: bool = True) -> list[dict]:
+    """Run every unfinished cell; returns the rows of ``results.jsonl`` (all cells)."""
+    from flwr.server import ServerApp
+    from flwr.simulation import run_simulation
+
+    writer = ResultsWriter(out_dir)
+    done = writer.finished()
+    todo = [c for c in cells if c.cell_id() not in done]
+    groups: "OrderedDict[tuple, list[RunConfig]]" = OrderedDict()
+    for c in todo:
+        groups.setdefault(c.data_key(), []).append(c)
+    bar_factory = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar_factory = tqdm
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    flwr_logger = logging.getLogger("flwr")
+    old_level = flwr_logger.level
+    if quiet:
+        flwr_logger.setLevel(logging.WARNING)
+    try:
+        for key, group in groups.items():
+            server = ServerApp()
+            server.main()(_group_main(group, key, writer, bar_factory))
+            run_simulation(server_app=server, client_app=make_client_app(key), num_supernodes=key[3],
+                           backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}},
+                           verbose_logging=False)
+    finally:
+        flwr_logger.setLevel(old_level)
+    return writer.rows()
+
+
+def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[dict]:
+    """One summary per finished cell: final and best accuracy of its latest attempt."""
+    by_cell: dict[str, list[dict]] = {}
+    for r in rows:
+        by_cell.setdefault(r["cell"], []).append(r)
+    wanted = None if cells is None else {c.cell_id() for c in cells}
+    out = []
+    for cid, rs in by_cell.items():
+        if wanted is not None and cid not in wanted:
+            continue
+        finals = [r for r in rs if r.get("final")]
+        if not finals:
+            continue
+        attempt = finals[-1]["attempt"]
+        rs = sorted((r for r in rs if r["attempt"] == attempt), key=lambda r: r["round"])
+        last = rs[-1]
+        agg = [r["aggregation_time_s"] for r in rs if r.get("aggregation_time_s") is not None]
+        out.append({
+            "cell": cid, "strategy": last["cfg_strategy"], "attack": last["cfg_attack"],
+            "num_clients": last["cfg_num_clients"], "num_malicious": last["cfg_num_malicious"],
+            "dataset": last["cfg_dataset"], "rounds": last["round"], "final_accuracy": last["accuracy"],
+            "best_accuracy": max(r["accuracy"] for r in rs),
+            "mean_aggregation_time_s": float(np.mean(agg)) if agg else None,
+            "mean_round_time_s": float(np.mean([r["round_time_s"] for r in rs if r["round"] > 0])),
+        })
+    return out
