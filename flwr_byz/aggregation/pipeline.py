@@ -95,9 +95,10 @@ class RobustAggregator:
     def minimum_clients(self) -> int:
         """Smallest number of replies for which the rule (after bucketing) still holds."""
         need = minimum_clients(self.rule, self.f)
-        for p in self.pre:
+        for p in reversed(self.pre):
             if p.kind == "bucketing":
-                need = need * int(p.options.get("s", 2))
+                # n updates make ceil(n / s) buckets, and ceil(n / s) >= need <=> n >= (need - 1) s + 1
+                need = (need - 1) * int(p.options.get("s", 2)) + 1
         return need
 
     def __call__(self, X, weights=None, *, server_round: int = 0, **call_params):

@@ -1,0 +1,99 @@
+"""Malicious clients: what they send, checked against float64 references computed from
+the corrupted clients' own honest updates only; collusion without deadlock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.client import NumPyClient
+
+from flwr_byz.aggregation import RobustAggregator
+from flwr_byz.attacks import alie_forecast, alie_z_max
+from flwr_byz.clients import AlieClient, Collusion, GarbageClient, MaliciousClient, SignFlipClient
+from flwr_byz.strategies.robust_round import RobustRound
+
+SHAPES = [(3, 5), (5,)]
+CALLS: list[int] = []
+
+
+class StepClient(NumPyClient):
+    """Deterministic stand-in for training: weights + a partition-specific step."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def fit(self, parameters, config):
+        CALLS.append(self.pid)
+        rng = np.random.default_rng(100 + self.pid)
+        return [p + rng.normal(0.1, 1.0, p.shape).astype(np.float32) for p in parameters], 10, {"partition-id": self.pid}
+
+
+def _global():
+    return [np.full(s, 3.0, dtype=np.float32) for s in SHAPES]
+
+
+def _flat(arrays):
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+
+
+def _honest_update64(pid):
+    g = _global()
+    return _flat(StepClient(pid).fit(g, {})[0]) - _flat(g)
+
+
+def test_alie_clients_send_mu_minus_z_sigma_of_their_own_updates(tmp_path):
+    n, bad = 20, [0, 1, 2, 3, 4]
+    CALLS.clear()
+    collusion = Collusion(bad, StepClient, store_dir=tmp_path)
+    replies = [AlieClient(StepClient(p), collusion=collusion, num_clients=n).fit(_global(), {"server-round": 1})
+               for p in bad]
+    # the honest updates of the corrupted partitions were computed once, by the first client
+    assert sorted(CALLS[: len(bad) + 1]) == sorted(bad + [0])
+    assert len(CALLS) == 2 * len(bad)  # + each client's own honest fit
+    own = np.stack([_honest_update64(p) for p in bad])
+    z = alie_z_max(n, len(bad))
+    expected = own.mean(axis=0) - z * own.std(axis=0)  # population std, float64
+    for weights, num, metrics in replies:
+        np.testing.assert_allclose(_flat(weights) - _flat(_global()), expected, rtol=1e-5, atol=1e-5)
+        assert num == 10 and metrics["attack.alie-z"] == pytest.approx(z)
+        fc = alie_forecast(own)
+        assert metrics["attack.forecast-z1"] == pytest.approx(fc[1.0])
+    first = _flat(replies[0][0])
+    assert all(np.array_equal(first, _flat(r[0])) for r in replies)
+
+
+def test_alie_update_ignores_the_honest_clients(tmp_path):
+    a = AlieClient(StepClient(0), collusion=Collusion([0, 1, 2], StepClient, store_dir=tmp_path), z=1.0)
+    b = AlieClient(StepClient(0), collusion=Collusion([0, 1, 2], StepClient, store_dir=tmp_path / "b"), z=1.0)
+    # same corrupted set, whatever the honest clients 3.. do: same vector
+    np.testing.assert_array_equal(_flat(a.fit(_global(), {})[0]), _flat(b.fit(_global(), {})[0]))
+
+
+def test_sign_flip_reverses_the_own_update():
+    weights, _, metrics = SignFlipClient(StepClient(7)).fit(_global(), {})
+    np.testing.assert_allclose(_flat(weights) - _flat(_global()), -_honest_update64(7), rtol=1e-6, atol=1e-6)
+    assert metrics["attack.malicious"] == 1
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "wrong_shape", "wrong_dtype", "missing"])
+def test_garbage_is_dropped_by_the_server_with_a_reason(kind):
+    rr = RobustRound(RobustAggregator("median", f=1))
+    g = _global()
+    replies = [(f"c{p}", StepClient(p).fit(g, {})[0], None) for p in range(4)]
+    replies.append(("evil", GarbageClient(StepClient(9), kind=kind).fit(g, {})[0], None))
+    new, metrics, kept = rr.run(1, g, None, replies, {})
+    assert new is not None and "evil" not in kept and metrics["byz.dropped"] == 1
+    assert "evil" in rr.history[-1]["dropped"] and rr.history[-1]["dropped"]["evil"]
+
+
+def test_round_is_skipped_below_the_bound_and_global_model_kept():
+    rr = RobustRound(RobustAggregator("bulyan", f=1))  # needs 7
+    g = _global()
+    replies = [(p, StepClient(p).fit(g, {})[0], None) for p in range(6)]
+    new, metrics, kept = rr.run(3, g, None, replies, {})
+    assert new is None and metrics["byz.skipped"] == 1 and "needs at least 7" in rr.history[-1]["skipped"]
+
+
+def test_unknown_attack_is_refused():
+    with pytest.raises(ValueError, match="unknown attack"):
+        MaliciousClient(StepClient(0), "teleport")

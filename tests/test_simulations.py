@@ -1,0 +1,111 @@
+"""Loaders, partitioners, results files, the CLI end to end, and the plots."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from flwr_byz.simulations import datasets
+from flwr_byz.simulations.config import RunConfig
+from flwr_byz.simulations.partitioning import dirichlet_partitions, iid_partitions, partition
+from flwr_byz.simulations.runner import ResultsWriter, summarize
+
+
+def test_digits_loader_needs_no_download():
+    d = datasets.load_dataset("digits")
+    assert d.input_shape == (1, 8, 8) and d.num_classes == 10
+    assert len(d.x_train) + len(d.x_test) == 1797
+    assert d.x_train.dtype == np.float32 and set(np.unique(d.y_train)) == set(range(10))
+
+
+def _write_idx(path, arr, magic):
+    with gzip.open(path, "wb") as fh:
+        fh.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in arr.shape) + arr.tobytes())
+
+
+def test_mnist_loader_reads_a_gz_only_root_through_torchvision(tmp_path, monkeypatch):
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    imgs = {"train": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), "t10k": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)}
+    labels = {"train": rng.integers(0, 10, 12).astype(np.uint8), "t10k": rng.integers(0, 10, 5).astype(np.uint8)}
+    for split in ("train", "t10k"):
+        _write_idx(raw / f"{split}-images-idx3-ubyte.gz", imgs[split], 0x0803)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte.gz", labels[split], 0x0801)
+    os.chmod(raw, 0o555)  # read-only, like a shared data folder
+    monkeypatch.setattr(datasets, "DEFAULT_CACHE", tmp_path / "cache")
+    try:
+        d = datasets.load_dataset("mnist", root=tmp_path / "root")
+    finally:
+        os.chmod(raw, 0o755)
+    assert d.x_train.shape == (12, 1, 28, 28) and d.x_test.shape == (5, 1, 28, 28)
+    np.testing.assert_array_equal(d.y_train, labels["train"])
+    expected = (imgs["train"][3].astype(np.float32) / 255 - 0.1307) / 0.3081
+    np.testing.assert_allclose(d.x_train[3, 0], expected, rtol=1e-5)
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        datasets.load_dataset("imagenet-22k")
+
+
+def test_iid_partitions_cover_every_example_once():
+    parts = iid_partitions(103, 10, seed=1)
+    allidx = np.concatenate(parts)
+    assert sorted(allidx.tolist()) == list(range(103))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_dirichlet_partitions_cover_and_skew():
+    labels = np.repeat(np.arange(10), 100)
+    parts = dirichlet_partitions(labels, 10, alpha=0.1, seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    assert min(map(len, parts)) >= 1
+    # with alpha = 0.1 most clients are dominated by few classes; IID ones are not
+    top = [np.bincount(labels[p], minlength=10).max() / len(p) for p in parts]
+    top_iid = [np.bincount(labels[p], minlength=10).max() / len(p) for p in partition(labels, 10, "iid")]
+    assert np.median(top) > 0.5 > np.median(top_iid)
+
+
+def test_results_writer_resumes_and_survives_a_cut_line(tmp_path):
+    w = ResultsWriter(tmp_path)
+    cfg = {f"cfg_{k}": v for k, v in RunConfig(rounds=2).to_dict().items()}
+    for r in range(3):
+        w.append({"cell": "a", "attempt": "x", "round": r, "accuracy": 0.1 * r, "round_time_s": 1.0,
+                  "aggregation_time_s": 0.01, "final": r == 2, **cfg})
+    w.append({"cell": "b", "attempt": "y", "round": 0, "accuracy": 0.0, "final": False, **cfg})
+    with open(w.path, "a") as fh:
+        fh.write('{"cell": "b", "round": 1, "acc')  # killed mid-write
+    assert ResultsWriter(tmp_path).finished() == {"a"}
+    (s,) = summarize(ResultsWriter(tmp_path).rows())
+    assert s["cell"] == "a" and s["final_accuracy"] == pytest.approx(0.2) and s["rounds"] == 2
+
+
+@pytest.mark.timeout(300)
+def test_cli_simulate_tiny_config_end_to_end_then_plot_and_resume(tmp_path, capsys):
+    from flwr_byz.simulations.cli import main
+
+    out = tmp_path / "res"
+    args = ["simulate", "--strategies", "median", "--attacks", "none,alie", "--num-clients", "6",
+            "--num-malicious", "2", "--rounds", "2", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["round"] for r in rows} == {0, 1, 2} and sum(r["final"] for r in rows) == 2
+    alie = [r for r in rows if r["cfg_attack"] == "alie" and r["round"] > 0]
+    assert all(0.0 <= r["forecast_z1"] <= 1.0 for r in alie)
+    assert (out / "summary.csv").read_text().count("\n") == 3
+    table = capsys.readouterr().out
+    assert "median" in table and "alie" in table
+    # plots
+    assert main(["plot", str(out)]) == 0
+    for name in ("accuracy.png", "forecast.png"):
+        assert (out / name).stat().st_size > 1000
+    # a rerun skips the finished cells: no new rows
+    n_rows = len(rows)
+    assert main(args) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == n_rows
