@@ -26,7 +26,10 @@ N_NODES = 7
 F = 1
 
 
-def _step(arrays, partition: int):
+def _step(arrays, partition: int, config=None):
+    """Honest step; under DETOX the group's shard replaces the partition (same data, same seed)."""
+    if config and "detox-shard" in config:
+        partition = 1000 + int(config["detox-shard"])
     rng = np.random.default_rng(partition)
     return [a + np.float32(1.0) + rng.normal(0, 0.01, a.shape).astype(np.float32) for a in arrays]
 
@@ -43,6 +46,7 @@ def _message_strategies():
         "GeometricMedian": msg_strategies.GeometricMedian(num_malicious_nodes=F, **common),
         "CenteredClipping": msg_strategies.CenteredClipping(num_malicious_nodes=F, tau=100.0, **common),
         "SignSGDMajority": msg_strategies.SignSGDMajority(num_malicious_nodes=F, server_lr=1.0, **common),
+        "Detox": msg_strategies.Detox(group_size=3, num_malicious_nodes=F, a1="median", **common),
     }
 
 
@@ -59,6 +63,7 @@ def _legacy_strategies(initial):
         "GeometricMedian": legacy.GeometricMedian(num_malicious_clients=F, **common),
         "CenteredClipping": legacy.CenteredClipping(num_malicious_clients=F, tau=100.0, **common),
         "SignSGDMajority": legacy.SignSGDMajority(num_malicious_clients=F, server_lr=1.0, **common),
+        "Detox": legacy.Detox(group_size=3, num_malicious_clients=F, a1="median", **common),
     }
 
 
@@ -70,7 +75,11 @@ def _check(results):
     assert set(results) == set(_message_strategies())
     for name, (final, history) in results.items():
         assert len(history) == 2, name
-        assert all(h["skipped"] is None and len(h["kept"]) == N_NODES for h in history), name
+        # DETOX: 7 nodes make 2 groups of 3, the 7th sits the round out; both groups win the vote
+        expected_kept = 6 if name == "Detox" else N_NODES
+        assert all(h["skipped"] is None and len(h["kept"]) == expected_kept for h in history), name
+        if name == "Detox":
+            assert all(len(h["groups"]) == 2 and h["details"]["groups_won"] == 2 for h in history)
         for a in final:
             np.testing.assert_allclose(a, 2.0, atol=0.05, err_msg=name)
 
@@ -82,7 +91,7 @@ def test_message_api_strategies_two_rounds():
     @client.train()
     def train(msg: Message, context: Context):
         arrays = msg.content["arrays"].to_numpy_ndarrays()
-        new = _step(arrays, int(context.node_config["partition-id"]))
+        new = _step(arrays, int(context.node_config["partition-id"]), msg.content["config"])
         return Message(RecordDict({"arrays": ArrayRecord(new),
                                    "metrics": MetricRecord({"num-examples": 10, "train_loss": 0.5})}),
                        reply_to=msg)
@@ -106,7 +115,7 @@ class _StepClient(NumPyClient):
         self.partition = partition
 
     def fit(self, parameters, config):
-        return _step(parameters, self.partition), 10, {"train_loss": 0.5}
+        return _step(parameters, self.partition, config), 10, {"train_loss": 0.5}
 
 
 @pytest.mark.timeout(240)

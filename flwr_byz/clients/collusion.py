@@ -63,6 +63,9 @@ class Collusion:
     def honest_updates(self, parameters, config) -> np.ndarray:
         """(m, d) float32 matrix: each controlled partition's honest update (weights - global)."""
         layout = ModelLayout.of(list(parameters))
+        # Under DETOX each member is told to train on its group's shard; the attacker's
+        # statistics come from the partitions it owns, so the group keys are dropped here.
+        config = {k: v for k, v in dict(config).items() if not str(k).startswith("detox-")}
         key = weights_fingerprint(parameters, f"{config.get('server-round', 0)}|{self.label}|{self.partition_ids}")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         path = self.store_dir / f"{key}.npy"

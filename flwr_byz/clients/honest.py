@@ -77,24 +77,25 @@ class TorchClient(NumPyClient):
 
     Config keys read from each round's fit config (all optional): ``server-round``,
     ``local-epochs``, ``lr``, ``momentum``, ``batch-size``, and DETOX's ``detox-shard`` /
-    ``detox-seed`` (train on that shard with that seed; see ``shards``).
+    ``detox-seed`` / ``detox-num-shards`` (train on that shard with that seed; see ``shard_fn``).
 
     Args:
         model: architecture name for :func:`~flwr_byz.simulations.models.make_model`.
         x, y: this client's training data.
         input_shape, num_classes: of the dataset.
         partition_id: this client's partition (reported in the metrics as ``partition-id``).
-        shards: optional mapping shard id -> (x, y), for DETOX groups.
+        shard_fn: ``(shard, num_shards) -> (x, y)``, the data of a DETOX shard; every member
+            of a group must get the same arrays for the same arguments.
     """
 
     def __init__(self, model: str, x, y, input_shape, num_classes: int, partition_id: int = 0, *,
                  lr: float = 0.1, momentum: float = 0.0, batch_size: int = 32, local_epochs: int = 1,
-                 seed: int = 0, device: str | None = None, eval_data=None, shards=None):
+                 seed: int = 0, device: str | None = None, eval_data=None, shard_fn=None):
         self.model_name, self.x, self.y = model, x, y
         self.input_shape, self.num_classes, self.partition_id = tuple(input_shape), num_classes, int(partition_id)
         self.lr, self.momentum, self.batch_size, self.local_epochs = lr, momentum, batch_size, local_epochs
         self.seed, self.device = seed, pick_device(device)
-        self.eval_data, self.shards = eval_data, shards
+        self.eval_data, self.shard_fn = eval_data, shard_fn
         self.model = make_model(model, self.input_shape, num_classes, seed=seed)
 
     def honest_update(self, parameters, config, x=None, y=None, partition_id=None) -> tuple[list, int, float]:
@@ -104,8 +105,10 @@ class TorchClient(NumPyClient):
         seed = round_seed(self.seed, server_round, pid)
         if x is None:
             x, y = self.x, self.y
-            if "detox-shard" in config and self.shards is not None:
-                x, y = self.shards[int(config["detox-shard"])]
+            if "detox-shard" in config:
+                if self.shard_fn is None:
+                    raise ValueError("DETOX config received, but this client has no shard_fn")
+                x, y = self.shard_fn(int(config["detox-shard"]), int(config.get("detox-num-shards", 1)))
                 seed = int(config.get("detox-seed", seed))
         set_weights(self.model, parameters)
         loss = train_locally(

@@ -21,6 +21,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,16 @@ def load_partitioned(key: tuple):
     return _CACHE[key]
 
 
+def detox_shard(key: tuple, shard: int, num_shards: int):
+    """DETOX shard ``shard`` of ``num_shards``: a seeded IID split of the whole training set,
+    the same on every client (the data replication DETOX assumes)."""
+    from .partitioning import iid_partitions
+
+    data, _ = load_partitioned(key)
+    idx = iid_partitions(len(data.y_train), num_shards, seed=key[-1])[shard]
+    return data.x_train[idx], data.y_train[idx]
+
+
 def honest_client(key: tuple, pid: int, config: dict):
     from ..clients.honest import TorchClient
 
@@ -55,7 +66,7 @@ def honest_client(key: tuple, pid: int, config: dict):
         key[2], data.x_train[idx], data.y_train[idx], data.input_shape, data.num_classes, pid,
         lr=float(config.get("lr", 0.1)), momentum=float(config.get("momentum", 0.0)),
         batch_size=int(config.get("batch-size", 32)), local_epochs=int(config.get("local-epochs", 1)),
-        seed=int(config.get("seed", 0)),
+        seed=int(config.get("seed", 0)), shard_fn=lambda shard, k: detox_shard(key, shard, k),
     )
 
 
@@ -116,6 +127,21 @@ def detection(entry: dict, malicious: set[int]) -> dict:
             "detection_recall": hit / len(bad) if bad else 1.0}
 
 
+def detox_stats(entry: dict, malicious: set[int]) -> dict:
+    """Groups formed / won, and the groups won by a Byzantine majority (known in simulation)."""
+    details = (entry or {}).get("details", {})
+    if "groups_won" not in details:
+        return {}
+    pid = {c: int(v["partition-id"]) for c, v in entry.get("clients", {}).items() if "partition-id" in v}
+    groups = entry.get("groups", [])
+    r = details.get("r", 1)
+    byz_won = [gi for gi in details.get("won_groups", [])
+               if gi < len(groups) and 2 * sum(pid.get(c, -1) in malicious for c in groups[gi]) > r]
+    return {"detox_groups": details.get("groups"), "detox_groups_won": details["groups_won"],
+            "detox_byzantine_groups_won": len(byz_won), "detox_vote_time_s": details.get("vote_time_s"),
+            "detox_a1_time_s": details.get("a1_time_s")}
+
+
 def forecast(entry: dict) -> dict:
     """The ALIE attacker's forecast for the round, as reported by the corrupted clients."""
     out: dict = {}
@@ -162,7 +188,7 @@ def _group_main(cells, key, writer: ResultsWriter, progress):
 
     from ..clients.honest import evaluate_model
     from ..models import get_weights, make_model, set_weights
-    from ..strategies.legacy import RobustFedAvg
+    from ..strategies.legacy import Detox, RobustFedAvg
 
     def main(grid, context):
         data, _ = load_partitioned(key)
@@ -184,6 +210,7 @@ def _group_main(cells, key, writer: ResultsWriter, progress):
                        "aggregation_time_s": entry.get("aggregation_time_s"),
                        "kept": len(entry.get("kept", [])), "dropped": len(entry.get("dropped", {})),
                        "skipped": entry.get("skipped"), **detection(entry, malicious), **forecast(entry),
+                       **detox_stats(entry, malicious),
                        "final": server_round == cell.rounds, **{f"cfg_{k}": v for k, v in cell.to_dict().items()}}
                 state["t"] = now
                 writer.append(row)
@@ -192,9 +219,12 @@ def _group_main(cells, key, writer: ResultsWriter, progress):
                     bar.set_postfix(acc=f"{acc:.3f}")
                 return loss, {"accuracy": acc}
 
-            strategy = RobustFedAvg(
-                rule=cell.strategy, num_malicious_clients=cell.tolerated, rule_params=dict(cell.strategy_params),
-                fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=cell.num_clients,
+            if cell.strategy.startswith("detox-"):
+                cls, own = Detox, {"a1": cell.strategy.removeprefix("detox-"), **cell.strategy_params}
+            else:
+                cls, own = RobustFedAvg, {"rule": cell.strategy, "rule_params": dict(cell.strategy_params)}
+            strategy = cls(
+                **own, num_malicious_clients=cell.tolerated, fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=cell.num_clients,
                 min_available_clients=cell.num_clients, initial_parameters=ndarrays_to_parameters(get_weights(model)),
                 on_fit_config_fn=fit_config(cell), evaluate_fn=evaluate_fn,
             )
@@ -222,7 +252,7 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
     if progress:
         from tqdm.auto import tqdm
 
-        bar_factory = tqdm
+        bar_factory = partial(tqdm, disable=None)  # no bars when not on a terminal (CI logs)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     flwr_logger = logging.getLogger("flwr")
     old_level = flwr_logger.level

@@ -9,6 +9,7 @@ FedMedian, FedTrimmedAvg); docs/strategies.md maps every class to its Flower cou
 from .message_api import (
     Bulyan,
     CenteredClipping,
+    Detox,
     FedMedian,
     FedTrimmedAvg,
     GeometricMedian,
@@ -19,6 +20,6 @@ from .message_api import (
 )
 
 __all__ = [
-    "Bulyan", "CenteredClipping", "FedMedian", "FedTrimmedAvg", "GeometricMedian", "Krum",
+    "Bulyan", "CenteredClipping", "Detox", "FedMedian", "FedTrimmedAvg", "GeometricMedian", "Krum",
     "MultiKrum", "RobustFedAvg", "SignSGDMajority",
 ]

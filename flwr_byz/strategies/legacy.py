@@ -79,7 +79,8 @@ class RobustFedAvg(FedAvg):
             facts = client_facts(res.metrics)
             if facts:
                 extra[cid] = facts
-        new_arrays, byz_metrics, kept = self.robust.run(server_round, self._current, None, entries, weights, extra)
+        new_arrays, byz_metrics, kept = self.robust.run(server_round, self._current, None, entries, weights, extra,
+                                                        groups=getattr(self, "_groups", None))
         metrics = {}
         if self.fit_metrics_aggregation_fn and kept:
             try:
@@ -176,3 +177,46 @@ class SignSGDMajority(RobustFedAvg):
                  **kwargs):
         super().__init__(rule="signsgd_majority", num_malicious_clients=num_malicious_clients,
                          pre_aggregators=pre_aggregators, rule_params={"server_lr": server_lr}, **kwargs)
+
+
+class Detox(RobustFedAvg):
+    """DETOX (Rajput et al., NeurIPS 2019) for the legacy API.
+
+    Each round the sampled clients are split into random groups of ``group_size`` (odd,
+    seeded by ``(seed, round)``, logged; the n mod r left over sit the round out). Every
+    member of group g gets ``detox-group`` = g, ``detox-shard`` = g, ``detox-num-shards``
+    and ``detox-seed`` in its fit config and must train on that shard with that seed (the
+    contract in docs/detox.md; :class:`flwr_byz.clients.honest.TorchClient` honours it).
+    Aggregation: majority vote per group (exact, or ``tolerance`` mode), optional A0, then
+    A1 = ``a1`` with f1 = f // ((r + 1) // 2).
+    """
+
+    def __init__(self, *, group_size: int = 3, num_malicious_clients: int = 0, a1: str = "multi_krum",
+                 a1_params: dict | None = None, a0: str | None = None, a0_subsets: int | None = None,
+                 tolerance: float | None = None, seed: int = 0, pre_aggregators=(), **kwargs):
+        from ..aggregation.detox import DetoxAggregator
+
+        super().__init__(rule="mean", num_malicious_clients=num_malicious_clients, **kwargs)
+        self.robust.aggregator = DetoxAggregator(group_size=group_size, f=num_malicious_clients, a1=a1,
+                                                 a1_params=a1_params, a0=a0, a0_subsets=a0_subsets,
+                                                 tolerance=tolerance, pre=pre_aggregators)
+        self.group_size, self.seed = int(group_size), int(seed)
+        self._groups: list[list[str]] | None = None
+
+    def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
+        from flwr.common import FitIns
+
+        from ..aggregation.detox import detox_assignment
+
+        pairs = super().configure_fit(server_round, parameters, client_manager)
+        instructions = {proxy.cid: (proxy, ins) for proxy, ins in pairs}
+        plan = detox_assignment(sorted(instructions), self.group_size, self.seed, server_round)
+        self._groups = plan.groups
+        if not plan.groups:
+            log(WARNING, "[flwr-byz] DETOX round %s: %d clients sampled, fewer than r=%d", server_round,
+                len(instructions), self.group_size)
+        out = []
+        for cid, extra in plan.configs.items():
+            proxy, ins = instructions[cid]
+            out.append((proxy, FitIns(ins.parameters, {**ins.config, **extra})))
+        return out

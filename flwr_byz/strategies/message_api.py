@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from logging import WARNING
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -100,7 +100,8 @@ class RobustFedAvg(FedAvg):
                 extra[nid] = facts
         current = list(self._current.keys())
         new_arrays, byz_metrics, kept = self.robust.run(
-            server_round, [a.numpy() for a in self._current.values()], current, entries, weights, extra
+            server_round, [a.numpy() for a in self._current.values()], current, entries, weights, extra,
+            groups=getattr(self, "_groups", None),
         )
         metrics = MetricRecord()
         if kept:
@@ -206,3 +207,44 @@ class SignSGDMajority(RobustFedAvg):
                  **kwargs):
         super().__init__(*args, rule="signsgd_majority", num_malicious_nodes=num_malicious_nodes,
                          pre_aggregators=pre_aggregators, rule_params={"server_lr": server_lr}, **kwargs)
+
+
+class Detox(RobustFedAvg):
+    """DETOX (Rajput et al., NeurIPS 2019) for the Message API.
+
+    Each round the sampled nodes are split into random groups of ``group_size`` (odd,
+    seeded by ``(seed, round)``, logged; the n mod r left over sit the round out). Each
+    member's train config carries ``detox-group``, ``detox-shard``, ``detox-num-shards`` and
+    ``detox-seed``: it must train on that shard with that seed (docs/detox.md). Aggregation:
+    majority vote per group (exact, or ``tolerance`` mode), optional A0 (``a0="mean"`` or
+    ``"median"`` over ``a0_subsets`` subsets of the winners), then A1 = ``a1`` with
+    f1 = f // ((r + 1) // 2).
+    """
+
+    def __init__(self, *args, group_size: int = 3, num_malicious_nodes: int = 0, a1: str = "multi_krum",
+                 a1_params: dict | None = None, a0: str | None = None, a0_subsets: int | None = None,
+                 tolerance: float | None = None, seed: int = 0, pre_aggregators=(), **kwargs):
+        from ..aggregation.detox import DetoxAggregator
+
+        super().__init__(*args, rule="mean", num_malicious_nodes=num_malicious_nodes, **kwargs)
+        self.robust.aggregator = DetoxAggregator(group_size=group_size, f=num_malicious_nodes, a1=a1,
+                                                 a1_params=a1_params, a0=a0, a0_subsets=a0_subsets,
+                                                 tolerance=tolerance, pre=pre_aggregators)
+        self.group_size, self.seed = int(group_size), int(seed)
+        self._groups: list[list[int]] | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        from ..aggregation.detox import detox_assignment
+
+        messages = sorted(super().configure_train(server_round, arrays, config, grid),
+                          key=lambda m: m.metadata.dst_node_id)
+        nodes = [m.metadata.dst_node_id for m in messages]
+        plan = detox_assignment(nodes, self.group_size, self.seed, server_round)
+        self._groups = plan.groups
+        out = []
+        for node, extra in plan.configs.items():
+            node_config = ConfigRecord({**dict(config), **extra})
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
+            out.append(Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node))
+        return out

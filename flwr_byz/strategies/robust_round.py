@@ -47,7 +47,8 @@ class RobustRound:
         self.history: list[dict] = []
         self.last_update: np.ndarray | None = None
 
-    def run(self, server_round: int, global_arrays, names, replies, weights: dict, extra: dict | None = None):
+    def run(self, server_round: int, global_arrays, names, replies, weights: dict, extra: dict | None = None,
+            groups: list[list] | None = None):
         """Aggregate one round.
 
         Args:
@@ -58,6 +59,7 @@ class RobustRound:
                 replies that could not be read at all are passed as ``(id, None, reason)``.
             weights: client_id -> number of examples.
             extra: client_id -> dict of per-client facts to keep in the history.
+            groups: DETOX groups of client ids (mapped here to rows of the kept replies).
 
         Returns ``(new_arrays or None, metrics dict, kept_ids)``.
         """
@@ -91,6 +93,10 @@ class RobustRound:
             return self._skip(entry, metrics, server_round,
                               f"{len(kept)} usable replies, but {self.aggregator.rule} needs at least "
                               f"{need} to tolerate f={f}; keeping the global model", t0)
+        if groups is not None:
+            row = {c: i for i, c in enumerate(kept)}
+            call["groups"] = [[row[c] for c in g if c in row] for g in groups]
+            entry["groups"] = [[str(c) for c in g] for g in groups]
         if self.use_history_center and self.last_update is not None and self.last_update.shape == (X.shape[1],):
             call["center"] = self.last_update
         try:
@@ -107,7 +113,7 @@ class RobustRound:
             entry["selected"] = [str(kept[i]) for i in report.selected]
         if report.scores is not None and len(report.scores) == len(kept):
             entry["scores"] = {str(c): float(s) for c, s in zip(kept, report.scores)}
-        entry["details"] = {k: v for k, v in report.details.items() if isinstance(v, (int, float, str))}
+        entry["details"] = {k: v for k, v in report.details.items() if isinstance(v, (int, float, str, list))}
         entry["aggregation_time_s"] = elapsed
         metrics.update({k: v for k, v in report.to_metrics("byz.").items() if not isinstance(v, list)})
         if entry["selected"] is not None:

@@ -1,0 +1,201 @@
+"""DETOX: redundant groups, a majority vote inside each, then robust aggregation across.
+
+Rajput, Wang, Charles & Papailiopoulos, "DETOX: A Redundancy-based Framework for Faster and
+More Robust Gradient Aggregation", NeurIPS 2019. Clients are split into groups of r (odd);
+every member of a group computes the update of the *same* data with the *same* seed, so
+honest members agree. Stage 1 keeps, per group, the update that a strict majority of its
+members sent (a group without a majority is dropped). A Byzantine update survives stage 1
+only where Byzantine members are a majority of their group, so f Byzantine clients win at
+most ``f // ((r + 1) // 2)`` of the n / r groups: that is the f the later stages must
+tolerate. Optional stage A0 averages (or takes the coordinate-wise median of) subsets of the
+group winners; stage A1 is any rule of the core on what is left. The robust rule thus sees
+n / r (or fewer) inputs instead of n: quadratic rules get about r^2 times cheaper.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import as_update_matrix
+from .coordinate import coordinate_median
+from .geometric_median import distances_to
+from .mean import weighted_mean
+from .pipeline import RobustAggregator
+from .report import AggregationReport
+
+
+def assign_groups(num_clients: int, r: int, seed=None) -> list[list[int]]:
+    """Random groups of r client positions (seeded); the n mod r left over join no group."""
+    if r < 1 or r % 2 == 0:
+        raise ValueError(f"DETOX group size r must be odd and >= 1, got {r}")
+    if num_clients < r:
+        raise ValueError(f"DETOX needs at least r={r} clients, got {num_clients}")
+    perm = np.random.default_rng(seed).permutation(num_clients)
+    k = num_clients // r
+    return [sorted(int(i) for i in perm[g * r : (g + 1) * r]) for g in range(k)]
+
+
+@dataclass
+class DetoxPlan:
+    """One round's DETOX assignment: groups of client ids and each member's config."""
+
+    groups: list[list]
+    configs: dict
+
+
+def detox_assignment(client_ids, r: int, seed: int, server_round: int) -> DetoxPlan:
+    """Groups for one round (seeded by (seed, round)) and the config each member must follow:
+    ``detox-group``, ``detox-shard`` (= the group), ``detox-num-shards``, ``detox-seed``.
+    Clients left over (n mod r) get no config: they sit the round out."""
+    ids = list(client_ids)
+    if len(ids) < r:
+        return DetoxPlan([], {})
+    groups = assign_groups(len(ids), r, seed=(int(seed), int(server_round)))
+    configs = {}
+    for gi, g in enumerate(groups):
+        group_seed = int(np.random.SeedSequence([int(seed), int(server_round), gi]).generate_state(1)[0])
+        for i in g:
+            configs[ids[i]] = {"detox-group": gi, "detox-shard": gi, "detox-num-shards": len(groups),
+                               "detox-seed": group_seed}
+    return DetoxPlan([[ids[i] for i in g] for g in groups], configs)
+
+
+def byzantine_groups_bound(f: int, r: int) -> int:
+    """Most groups that f Byzantine clients can win: each win needs (r + 1) / 2 of them."""
+    return int(f) // ((r + 1) // 2)
+
+
+def majority_vote(G: np.ndarray, *, tolerance: float | None = None, group_size: int | None = None):
+    """Stage 1 on one group's (r, d) updates.
+
+    Exact mode (``tolerance=None``): the winner is a row bit-identical to more than r / 2 rows.
+    Tolerance mode: rows i, j agree when |x_i - x_j| <= tolerance * max(|x_i|, |x_j|); the
+    winner is the row agreeing with the most rows, if more than r / 2 (itself included); the
+    returned update is the mean of the rows that agree with it.
+
+    ``group_size`` is the group's assigned size r when some members did not reply (their
+    missing votes count against every candidate); by default the number of rows.
+
+    Returns ``(update or None, members)``: the indices of the rows that formed the majority.
+    """
+    rows = G.shape[0]
+    r = rows if group_size is None else int(group_size)
+    if tolerance is None:
+        agree = np.eye(rows, dtype=bool)
+        for i in range(rows):
+            for j in range(i + 1, rows):
+                agree[i, j] = agree[j, i] = np.array_equal(G[i], G[j])
+    else:
+        norms = distances_to(G, np.zeros(G.shape[1], dtype=G.dtype))
+        dist = np.sqrt(np.maximum(_pairwise(G), 0.0))
+        agree = dist <= tolerance * np.maximum(norms[:, None], norms[None, :])
+    counts = agree.sum(axis=1)
+    best = int(np.argmax(counts))
+    if counts[best] * 2 <= r:
+        return None, []
+    members = np.flatnonzero(agree[best]).tolist()
+    update = G[best].copy() if tolerance is None else weighted_mean(G[members])
+    return update, members
+
+
+def _pairwise(G: np.ndarray) -> np.ndarray:
+    r = G.shape[0]
+    D = np.zeros((r, r))
+    for i in range(r):
+        D[i] = distances_to(G, G[i]) ** 2
+    return D
+
+
+def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | None = None,
+          a0: str | None = None, a0_subsets: int | None = None, tolerance: float | None = None,
+          pre=(), group_size: int | None = None, return_report: bool = False):
+    """DETOX aggregation of ``updates`` whose rows are organised in ``groups``.
+
+    Args:
+        updates: (n, d) matrix; row i is client i's update.
+        groups: lists of row indices, each of odd size r (from :func:`assign_groups`); a group
+            may be shorter when members did not reply (give ``group_size`` = r then).
+        f: number of Byzantine clients among the n.
+        a1: the final robust rule (a name of :data:`RULES`), run with
+            f1 = ``byzantine_groups_bound(f, r)`` (or f1 subset means for A0).
+        a1_params: the rule's own parameters.
+        a0: None, "mean" or "median": stage A0 over ``a0_subsets`` subsets of the winners.
+        a0_subsets: number of subsets for A0 (default: 2 * f1 + 1, the fewest that keep
+            a majority of clean subsets; must not exceed the number of winners).
+        tolerance: None for the exact vote, or the relative distance of tolerance mode.
+        pre: pre-aggregators for A1.
+        group_size: r, when groups may have lost members.
+        return_report: also return an :class:`AggregationReport` (``selected``: the rows
+            whose group won; ``details``: group counts and stage timings).
+    """
+    X = as_update_matrix(updates)
+    t0 = time.perf_counter()
+    r = int(group_size or max(len(g) for g in groups))
+    if r % 2 == 0:
+        raise ValueError(f"DETOX group size must be odd, got {r}")
+    winners, winning_rows, won_groups = [], [], []
+    for gi, g in enumerate(groups):
+        if not g:
+            continue
+        update, members = majority_vote(X[list(g)], tolerance=tolerance, group_size=r)
+        if update is not None:
+            winners.append(update)
+            winning_rows.extend(int(g[m]) for m in members)
+            won_groups.append(gi)
+    t_vote = time.perf_counter() - t0
+    f1 = byzantine_groups_bound(f, r)
+    if not winners:
+        raise ValueError("DETOX: no group reached a majority")
+    W = np.stack(winners)
+    t1 = time.perf_counter()
+    if a0 is not None:
+        k = a0_subsets or 2 * f1 + 1
+        if k > W.shape[0]:
+            raise ValueError(f"DETOX A0: {k} subsets but only {W.shape[0]} group winners")
+        parts = np.array_split(np.arange(W.shape[0]), k)
+        combine = weighted_mean if a0 == "mean" else coordinate_median
+        if a0 not in ("mean", "median"):
+            raise ValueError(f"DETOX A0 must be None, 'mean' or 'median', got {a0!r}")
+        W = np.stack([combine(W[p]) for p in parts])
+    t_a0 = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    agg, inner = RobustAggregator(a1, f=f1, pre=pre, **(a1_params or {}))(W)
+    t_a1 = time.perf_counter() - t2
+    if not return_report:
+        return agg
+    report = AggregationReport(
+        f"detox+{a1}", X.shape[0], f, selected=sorted(winning_rows),
+        details={"r": r, "groups": len(groups), "groups_won": len(won_groups), "f_groups": f1,
+                 "vote_time_s": t_vote, "a0_time_s": t_a0, "a1_time_s": t_a1, "a1_inputs": W.shape[0]},
+    )
+    report.details["won_groups"] = won_groups
+    report.details["a1_selected"] = inner.selected
+    return agg, report
+
+
+class DetoxAggregator:
+    """DETOX as one callable, with the interface of :class:`RobustAggregator` (the strategies
+    pass each round's groups as ``groups=``)."""
+
+    def __init__(self, *, group_size: int = 3, f: int = 0, a1: str = "multi_krum", a1_params: dict | None = None,
+                 a0: str | None = None, a0_subsets: int | None = None, tolerance: float | None = None, pre=()):
+        if group_size < 1 or group_size % 2 == 0:
+            raise ValueError(f"DETOX group size must be odd and >= 1, got {group_size}")
+        self.rule = f"detox+{a1}"
+        self.group_size, self.f, self.pre = int(group_size), int(f), list(pre)
+        self.options = dict(a1=a1, a1_params=a1_params, a0=a0, a0_subsets=a0_subsets, tolerance=tolerance)
+
+    def minimum_clients(self) -> int:
+        return self.group_size
+
+    def __call__(self, X, weights=None, *, server_round: int = 0, groups=None, **_):
+        if groups is None:
+            raise ValueError("DETOX needs the round's groups")
+        return detox(X, groups, f=self.f, pre=self.pre, group_size=self.group_size, return_report=True,
+                     **self.options)
+
+    def __repr__(self) -> str:
+        return f"DetoxAggregator(r={self.group_size}, f={self.f}, {self.options})"

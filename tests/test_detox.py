@@ -1,0 +1,156 @@
+"""DETOX: the vote, the path of Byzantine updates to A1, A0/A1 swaps, the round plan, and
+a Simulation-Engine round where honest members of a group agree bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flwr_byz.aggregation import RobustAggregator, median, multi_krum
+from flwr_byz.aggregation.detox import (
+    assign_groups,
+    byzantine_groups_bound,
+    detox,
+    detox_assignment,
+    majority_vote,
+)
+
+D = 16
+
+
+def _group_rows(honest, bad, r, rng, colluding=None):
+    """r rows: `bad` Byzantine rows (a shared colluding vector, or distinct garbage) + honest copies."""
+    rows = [honest.copy() for _ in range(r - bad)]
+    for _ in range(bad):
+        rows.append(colluding.copy() if colluding is not None else rng.normal(50, 10, D).astype(np.float32))
+    order = rng.permutation(r)
+    return np.stack(rows)[order], order
+
+
+@settings(max_examples=60, deadline=None)
+@given(r=st.sampled_from([1, 3, 5, 7]), seed=st.integers(0, 10_000), collude=st.booleans())
+def test_exact_vote_returns_the_honest_update_when_honest_are_a_strict_majority(r, seed, collude):
+    rng = np.random.default_rng(seed)
+    honest = rng.normal(size=D).astype(np.float32)
+    bad = int(rng.integers(0, (r - 1) // 2 + 1))  # strictly fewer than half
+    colluding = rng.normal(5, 1, D).astype(np.float32) if collude else None
+    G, _ = _group_rows(honest, bad, r, rng, colluding)
+    update, members = majority_vote(G)
+    np.testing.assert_array_equal(update, honest)
+    assert len(members) == r - bad
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_tolerance_vote_accepts_tiny_hardware_differences(seed):
+    rng = np.random.default_rng(seed)
+    honest = rng.normal(size=D)
+    G = np.stack([honest * (1 + 1e-6 * rng.normal(size=D)) for _ in range(3)] +
+                 [rng.normal(3, 1, D) for _ in range(2)]).astype(np.float32)
+    assert majority_vote(G)[0] is None  # not bit-identical: the exact vote finds no majority
+    update, members = majority_vote(G, tolerance=1e-4)
+    assert sorted(members) == [0, 1, 2]
+    np.testing.assert_allclose(update, honest, rtol=1e-4, atol=1e-5)
+
+
+def test_group_without_majority_is_dropped():
+    rng = np.random.default_rng(0)
+    G = rng.normal(size=(3, D)).astype(np.float32)
+    assert majority_vote(G) == (None, [])
+    # a member that did not reply counts against every candidate
+    same = np.stack([G[0], G[0]])
+    assert majority_vote(same, group_size=5)[0] is None
+    assert majority_vote(same, group_size=3)[0] is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_groups=st.integers(3, 9), r=st.sampled_from([3, 5]), f=st.integers(0, 12), seed=st.integers(0, 10_000))
+def test_byzantine_update_reaches_a1_only_through_a_byzantine_majority_group(n_groups, r, f, seed):
+    rng = np.random.default_rng(seed)
+    n = n_groups * r
+    f = min(f, n)
+    byz = set(rng.choice(n, size=f, replace=False).tolist())
+    groups = assign_groups(n, r, seed=seed)
+    honest = {gi: rng.normal(size=D).astype(np.float32) for gi in range(n_groups)}
+    evil = np.full(D, 7.0, np.float32)  # all Byzantine clients collude on one vector
+    X = np.empty((n, D), np.float32)
+    for gi, g in enumerate(groups):
+        for i in g:
+            X[i] = evil if i in byz else honest[gi]
+    # A1 = mean so every winner is visible in the output; f=0 keeps the mean's bound
+    _, report = detox(X, groups, f=0, a1="mean", return_report=True)
+    won = set(report.details["won_groups"])
+    for gi, g in enumerate(groups):
+        nbad = sum(i in byz for i in g)
+        winners = {i for i in report.selected if i in g}
+        if nbad * 2 > r:  # Byzantine majority: the Byzantine update wins this group
+            assert gi in won and winners == {i for i in g if i in byz}
+        else:
+            assert all(i not in byz for i in winners)
+    assert sum(sum(i in byz for i in g) * 2 > r for g in groups) <= byzantine_groups_bound(f, r)
+
+
+def _winners_case(seed=0, n_groups=7, r=3):
+    rng = np.random.default_rng(seed)
+    groups = assign_groups(n_groups * r, r, seed=seed)
+    W = rng.normal(size=(n_groups, D)).astype(np.float32)
+    X = np.empty((n_groups * r, D), np.float32)
+    for gi, g in enumerate(groups):
+        X[g] = W[gi]
+    return X, groups, W
+
+
+@pytest.mark.parametrize("a1,f,params", [("multi_krum", 2, {}), ("median", 3, {}), ("bulyan", 1, {}),
+                                         ("signsgd_majority", 3, {"server_lr": 0.5})])
+def test_a1_swaps_equal_the_rule_on_the_group_winners(a1, f, params):
+    X, groups, W = _winners_case()
+    # f Byzantine clients can win at most f // 2 groups of 3
+    expected, _ = RobustAggregator(a1, f=byzantine_groups_bound(f, 3), **params)(W)
+    np.testing.assert_allclose(detox(X, groups, f=f, a1=a1, a1_params=params), expected, rtol=1e-6)
+
+
+def test_a0_median_of_means_then_a1():
+    X, groups, W = _winners_case(n_groups=9)
+    subsets = np.array_split(np.arange(9), 3)
+    means = np.stack([W[s].astype(np.float64).mean(axis=0) for s in subsets])
+    out = detox(X, groups, f=2, a0="mean", a0_subsets=3, a1="median")
+    np.testing.assert_allclose(out, np.median(means, axis=0), rtol=1e-5)
+    # A1's own bound is checked on what A0 leaves: 3 subset values cannot carry f1 = 1 through Multi-Krum
+    with pytest.raises(ValueError, match="multi_krum needs n >= 2f"):
+        detox(X, groups, f=2, a0="median", a0_subsets=3, a1="multi_krum")
+    out = detox(X, groups, f=2, a0="median", a0_subsets=5, a1="multi_krum")
+    subsets5 = np.array_split(np.arange(9), 5)
+    meds = np.stack([np.median(W[s], axis=0) for s in subsets5])
+    np.testing.assert_allclose(out, multi_krum(meds, f=1), rtol=1e-5)
+
+
+def test_round_plan_groups_and_configs():
+    ids = [f"node{i}" for i in range(11)]
+    plan = detox_assignment(ids, 3, seed=4, server_round=2)
+    assert len(plan.groups) == 3 and all(len(g) == 3 for g in plan.groups)
+    members = [c for g in plan.groups for c in g]
+    assert len(set(members)) == 9 and set(plan.configs) == set(members)  # 2 sit out
+    for gi, g in enumerate(plan.groups):
+        cfgs = [plan.configs[c] for c in g]
+        assert all(c == cfgs[0] for c in cfgs) and cfgs[0]["detox-group"] == gi
+    assert detox_assignment(ids, 3, 4, 2) == plan and detox_assignment(ids, 3, 4, 3) != plan
+    with pytest.raises(ValueError, match="odd"):
+        assign_groups(10, 2)
+
+
+@pytest.mark.timeout(300)
+def test_detox_in_the_simulation_engine_honest_members_agree(tmp_path):
+    from flwr_byz.simulations.config import RunConfig
+    from flwr_byz.simulations.runner import run_cells
+
+    cells = [RunConfig(strategy="detox-multi_krum", attack="none", num_clients=9, rounds=2, local_epochs=1),
+             RunConfig(strategy="detox-median", attack="alie", num_clients=9, num_malicious=2, rounds=2)]
+    rows = run_cells(cells, tmp_path, progress=False)
+    finals = [r for r in rows if r.get("final")]
+    assert len(finals) == 2 and all(r["skipped"] is None for r in rows if r["round"] > 0)
+    # every group of 3 honest clients trained bit-identically in separate Ray actors: all won
+    clean = [r for r in rows if r["cfg_attack"] == "none" and r["round"] > 0]
+    assert all(r["kept"] == 9 for r in clean)
+    assert all(r["detox_groups_won"] == 3 for r in clean)

@@ -1,0 +1,239 @@
+"""Hypothesis property tests of the rules: permutation invariance, translation equivariance
+and the breakdown bound under f arbitrary (huge) Byzantine updates.
+
+Inputs are drawn as random normal float32 matrices from a drawn seed (so values, and the
+distances between rows, are distinct almost surely: no ties), with n <= 15 and d <= 20.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flwr_byz.aggregation import (
+    RULES,
+    bulyan,
+    geometric_median,
+    krum,
+    median,
+    minimum_clients,
+    multi_krum,
+    nearest_neighbor_mixing,
+    trimmed_mean,
+)
+
+FAST = settings(max_examples=40, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+
+ALL_RULES = sorted(RULES)
+
+
+@st.composite
+def problems(draw, rule, min_f=0, max_n=15, max_d=20, untied=False):
+    """(X, f, rng) with n in [minimum_clients(rule, f), max_n].
+
+    ``untied=True`` avoids the configurations where Krum scores with a single neighbour
+    (n - f - 2 = 1, or Bulyan's last Krum calls with max(r - f - 2, 1) = 1 when f is 1 or
+    2): there the two mutually nearest updates always have the same score, a tie that
+    no input can avoid and that the rule breaks by client index.
+    """
+    if rule == "mean":
+        f = 0
+    else:
+        fs = [f for f in range(min_f, 8) if minimum_clients(rule, f) <= max_n]
+        if untied and rule == "bulyan":
+            fs = [f for f in fs if f not in (1, 2)]
+        f = draw(st.sampled_from(fs))
+    low = max(minimum_clients(rule, f), 2)
+    if untied and rule in ("krum", "multi_krum"):
+        low = max(low, f + 4)
+    n = draw(st.integers(low, max_n))
+    d = draw(st.integers(1, max_d))
+    seed = draw(st.integers(0, 2**32 - 1))
+    scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
+    rng = np.random.default_rng(seed)
+    X = (scale * rng.standard_normal((n, d))).astype(np.float32)
+    return X, f, rng
+
+
+def _kwargs(rule, f):
+    return {} if rule == "mean" else {"f": f}
+
+
+def _scale(X):
+    return float(np.abs(X).max()) + 1e-30
+
+
+# --------------------------------------------------------------------------------------
+# Permutation invariance
+# --------------------------------------------------------------------------------------
+
+
+@FAST
+@given(data=st.data(), rule=st.sampled_from(ALL_RULES))
+def test_permutation_invariance(data, rule):
+    X, f, rng = data.draw(problems(rule, untied=True))
+    n = X.shape[0]
+    perm = rng.permutation(n)
+    kwargs = _kwargs(rule, f)
+    if rule == "centered_clipping":
+        kwargs.update(tau=float(np.median(np.linalg.norm(X, axis=1))), iterations=3)
+    if rule == "signsgd_majority":
+        kwargs.update(server_lr=0.5)
+    out, rep = RULES[rule](X, return_report=True, **kwargs)
+    out_p, rep_p = RULES[rule](X[perm], return_report=True, **kwargs)
+    tol = 1e-5 * _scale(X)
+    if rule in ("krum", "multi_krum", "bulyan"):
+        # the same clients are selected (indices mapped back through the permutation)
+        assert sorted(perm[rep_p.selected].tolist()) == sorted(rep.selected)
+    if rule in ("krum", "signsgd_majority", "median"):
+        np.testing.assert_array_equal(out_p, out)
+    else:
+        np.testing.assert_allclose(out_p, out, rtol=1e-5, atol=tol)
+
+
+@FAST
+@given(data=st.data())
+def test_weighted_rules_permute_with_their_weights(data):
+    X, f, rng = data.draw(problems("multi_krum", untied=True))
+    n = X.shape[0]
+    w = rng.uniform(0.1, 5.0, n)
+    perm = rng.permutation(n)
+    tol = 1e-5 * _scale(X)
+    for fn, kw in ((RULES["mean"], {}), (multi_krum, {"f": f}), (geometric_median, {"f": f})):
+        np.testing.assert_allclose(fn(X[perm], weights=w[perm], **kw), fn(X, weights=w, **kw),
+                                   rtol=1e-5, atol=tol)
+
+
+@FAST
+@given(data=st.data())
+def test_nearest_neighbor_mixing_is_permutation_equivariant(data):
+    X, f, rng = data.draw(problems("median"))
+    perm = rng.permutation(X.shape[0])
+    np.testing.assert_allclose(nearest_neighbor_mixing(X[perm], f=f), nearest_neighbor_mixing(X, f=f)[perm],
+                               rtol=1e-5, atol=1e-5 * _scale(X))
+
+
+# --------------------------------------------------------------------------------------
+# Translation equivariance: rule(X + c) == rule(X) + c
+# --------------------------------------------------------------------------------------
+
+EQUIVARIANT = ["median", "trimmed_mean", "krum", "multi_krum", "bulyan", "geometric_median"]
+
+
+@FAST
+@given(data=st.data(), rule=st.sampled_from(EQUIVARIANT))
+def test_translation_equivariance(data, rule):
+    X, f, rng = data.draw(problems(rule))
+    shift = data.draw(st.sampled_from([1.0, 10.0, 100.0]))
+    c = (shift * rng.standard_normal(X.shape[1])).astype(np.float32)
+    Y = X + c  # float32: the shifted input itself carries a rounding of ~eps * |c|
+    kwargs = _kwargs(rule, f)
+    if rule == "geometric_median":
+        kwargs.update(ftol=1e-10, maxiter=1000)  # compare the points, not stopping times
+    out, rep = RULES[rule](X, return_report=True, **kwargs)
+    out_y, rep_y = RULES[rule](Y, return_report=True, **kwargs)
+    if rule in ("krum", "multi_krum", "bulyan"):
+        assert rep_y.selected == rep.selected
+    if rule == "krum":
+        np.testing.assert_array_equal(out_y, Y[rep.selected[0]])
+    spread = _scale(X - X.mean(axis=0))
+    tol = 1e-6 * float(np.abs(c).max()) + 1e-5 * spread
+    if rule == "geometric_median":
+        tol += 1e-3 * spread
+    np.testing.assert_allclose(out_y, out.astype(np.float64) + c, rtol=0, atol=tol)
+
+
+# --------------------------------------------------------------------------------------
+# Breakdown: f of the n rows replaced by huge arbitrary Byzantine updates
+# --------------------------------------------------------------------------------------
+
+
+@st.composite
+def attacked(draw, rule):
+    """(X, f, honest index list): f >= 1 rows at random positions replaced by outliers."""
+    X, f, rng = draw(problems(rule, min_f=1))
+    n, d = X.shape
+    magnitude = 10.0 ** draw(st.integers(3, 30))
+    kind = draw(st.sampled_from(["independent", "colluding", "one-coordinate", "mixed"]))
+    if kind == "independent":
+        B = magnitude * rng.standard_normal((f, d))
+    elif kind == "colluding":  # f bit-identical copies
+        B = np.tile(magnitude * rng.standard_normal(d), (f, 1))
+    elif kind == "one-coordinate":  # honest-looking except for one huge coordinate
+        B = X[rng.integers(0, n, f)].astype(np.float64)
+        B[np.arange(f), rng.integers(0, d, f)] = magnitude * rng.choice([-1, 1], f)
+    else:
+        B = magnitude * rng.standard_normal((f, d)) * 10.0 ** rng.integers(-3, 1, (f, 1))
+    byz = rng.choice(n, f, replace=False)
+    X = X.copy()
+    X[byz] = B.astype(np.float32)
+    honest = sorted(set(range(n)) - set(byz.tolist()))
+    return X, f, honest
+
+
+@FAST
+@given(data=st.data(), rule=st.sampled_from(["median", "trimmed_mean", "bulyan"]))
+def test_coordinate_wise_output_stays_in_the_honest_range(data, rule):
+    X, f, honest = data.draw(attacked(rule))
+    H = X[honest]
+    out = RULES[rule](X, f=f)
+    assert np.all(out >= H.min(axis=0)) and np.all(out <= H.max(axis=0))
+
+
+@FAST
+@given(data=st.data(), rule=st.sampled_from(["krum", "multi_krum"]))
+def test_krum_selects_only_honest_rows(data, rule):
+    X, f, honest = data.draw(attacked(rule))
+    kwargs = {"f": f}
+    if rule == "multi_krum":
+        kwargs["m"] = data.draw(st.integers(1, len(honest)))
+    out, rep = RULES[rule](X, return_report=True, **kwargs)
+    assert set(rep.selected) <= set(honest)
+    if rule == "krum":
+        np.testing.assert_array_equal(out, X[rep.selected[0]])
+    else:
+        np.testing.assert_allclose(out, X[rep.selected].mean(axis=0, dtype=np.float64),
+                                   rtol=1e-5, atol=1e-5 * _scale(X[honest]))
+
+
+def _weiszfeld64(H, iters=5000):
+    v = np.median(H, axis=0)
+    for _ in range(iters):
+        dist = np.maximum(np.linalg.norm(H - v, axis=1), 1e-12)
+        new = (H / dist[:, None]).sum(axis=0) / (1.0 / dist).sum()
+        if np.linalg.norm(new - v) <= 1e-13 * (1.0 + np.linalg.norm(v)):
+            return new
+        v = new
+    return v
+
+
+@FAST
+@given(data=st.data())
+def test_geometric_median_stays_near_the_honest_points(data):
+    """Bound: with h = n - f honest points, any g and r = max_{i honest} |x_i - g|, the
+    geometric median z of all n points satisfies |z - g| <= 2 h r / (h - f).
+    (Honest terms: |z - x_i| >= |z - g| - r; Byzantine terms: |z - x_j| >= |g - x_j| - |z - g|;
+    and sum_i |z - x_i| <= sum_i |g - x_i| <= h r + sum_j |g - x_j|.)  We take g = the honest
+    points' own geometric median (float64 Weiszfeld) and check the computed z against it,
+    whatever the outliers' magnitude (up to 1e30)."""
+    X, f, honest = data.draw(attacked("geometric_median"))
+    H = X[honest].astype(np.float64)
+    h = len(honest)
+    g = _weiszfeld64(H)
+    r = float(np.linalg.norm(H - g, axis=1).max())
+    z = geometric_median(X, f=f).astype(np.float64)
+    bound = 2.0 * h * r / (h - f)
+    assert np.linalg.norm(z - g) <= bound * (1 + 1e-4) + 1e-6 * _scale(H)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Bulyan's last Krum calls score with max(r - f - 2, 1) = 1 neighbour when f is 1 or 2; "
+    "the two mutually nearest remaining updates then tie and the lower client index wins, "
+    "so the selected set (and the output) depends on the clients' order"))
+def test_bulyan_permutation_invariance_with_one_neighbour_krum_calls():
+    for seed in range(10):
+        X = np.random.default_rng(seed).standard_normal((7, 3)).astype(np.float32)
+        np.testing.assert_allclose(bulyan(X[::-1].copy(), f=1), bulyan(X, f=1), rtol=1e-5)
