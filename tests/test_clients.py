@@ -97,3 +97,70 @@ def test_round_is_skipped_below_the_bound_and_global_model_kept():
 def test_unknown_attack_is_refused():
     with pytest.raises(ValueError, match="unknown attack"):
         MaliciousClient(StepClient(0), "teleport")
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Messages built outside a Flower run need the run id Flower would set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1, raising=False)
+
+
+def _message(global_arrays, server_round=1):
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
+    return Message(content=RecordDict({"arrays": ArrayRecord(global_arrays),
+                                       "config": ConfigRecord({"server-round": server_round})}),
+                   dst_node_id=1, message_type=MessageType.TRAIN)
+
+
+def _context(pid):
+    from flwr.app import Context, RecordDict
+
+    return Context(run_id=1, node_id=100 + pid, node_config={"partition-id": pid}, state=RecordDict(), run_config={})
+
+
+def _mod_app(mods):
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp(mods=mods)
+
+    @app.train()
+    def train(msg, context):
+        arrays = msg.content["arrays"].to_numpy_ndarrays()
+        new, n, metrics = StepClient(int(context.node_config["partition-id"])).fit(arrays, {})
+        return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": n})}),
+                       reply_to=msg)
+
+    return app
+
+
+def test_alie_mod_matches_the_numpy_client_wrapper(tmp_path, task_identity):
+    from flwr_byz.clients.mods import alie_mod
+
+    bad, n = [0, 1, 2], 10
+    app = _mod_app([alie_mod(controlled=bad, num_clients=n, store_dir=tmp_path / "mod")])
+    wrapper = AlieClient(StepClient(0), collusion=Collusion(bad, StepClient, store_dir=tmp_path / "np"),
+                         num_clients=n)
+    expected = _flat(wrapper.fit(_global(), {"server-round": 1})[0])
+    for pid in bad:
+        reply = app(_message(_global()), _context(pid))
+        got = _flat(reply.content["arrays"].to_numpy_ndarrays())
+        np.testing.assert_array_equal(got, expected)
+        assert reply.content["metrics"]["attack.malicious"] == 1
+    # an honest partition passes through untouched
+    honest = app(_message(_global()), _context(5))
+    np.testing.assert_array_equal(_flat(honest.content["arrays"].to_numpy_ndarrays()),
+                                  _flat(StepClient(5).fit(_global(), {})[0]))
+
+
+def test_sign_flip_mod_reverses_the_update(task_identity):
+    from flwr_byz.clients.mods import sign_flip_mod
+
+    reply = _mod_app([sign_flip_mod(controlled=[4])])(_message(_global()), _context(4))
+    got = _flat(reply.content["arrays"].to_numpy_ndarrays()) - _flat(_global())
+    np.testing.assert_allclose(got, -_honest_update64(4), rtol=1e-6, atol=1e-6)

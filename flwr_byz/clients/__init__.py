@@ -1,6 +1,7 @@
 """Clients: the honest reference client, malicious wrappers and the collusion mechanism."""
 
 from .collusion import Collusion
+from .mods import alie_mod, attack_mod, constant_mod, garbage_mod, sign_flip_mod
 from .malicious import (
     ATTACKS,
     AlieClient,
@@ -18,4 +19,5 @@ from .malicious import (
 __all__ = [
     "ATTACKS", "AlieClient", "Collusion", "ConstantClient", "GarbageClient", "GaussianNoiseClient",
     "IpmClient", "LabelFlipClient", "MaliciousClient", "MinMaxClient", "MinSumClient", "SignFlipClient",
+    "alie_mod", "attack_mod", "constant_mod", "garbage_mod", "sign_flip_mod",
 ]
