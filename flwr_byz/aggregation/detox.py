@@ -21,6 +21,7 @@ import numpy as np
 
 from ._validate import as_update_matrix
 from .coordinate import coordinate_median
+from .distances import pairwise_sq_distances
 from .geometric_median import distances_to
 from .mean import weighted_mean
 from .pipeline import RobustAggregator
@@ -68,8 +69,8 @@ def byzantine_groups_bound(f: int, r: int) -> int:
     return int(f) // ((r + 1) // 2)
 
 
-def majority_vote(G: np.ndarray, *, tolerance: float | None = None, group_size: int | None = None):
-    """Stage 1 on one group's (r, d) updates.
+def majority_vote(G, *, tolerance: float | None = None, group_size: int | None = None):
+    """Stage 1 on one group's updates: an (r, d) matrix or a list of r row views.
 
     Exact mode (``tolerance=None``): the winner is a row bit-identical to more than r / 2 rows.
     Tolerance mode: rows i, j agree when |x_i - x_j| <= tolerance * max(|x_i|, |x_j|); the
@@ -81,32 +82,30 @@ def majority_vote(G: np.ndarray, *, tolerance: float | None = None, group_size: 
 
     Returns ``(update or None, members)``: the indices of the rows that formed the majority.
     """
-    rows = G.shape[0]
+    rows = len(G)
     r = rows if group_size is None else int(group_size)
     if tolerance is None:
-        agree = np.eye(rows, dtype=bool)
+        # Bit-identity is an equivalence: compare each row with one representative per class
+        # (r - 1 comparisons for a unanimous group instead of r (r - 1) / 2).
+        label = np.empty(rows, dtype=int)
+        reps: list[int] = []
         for i in range(rows):
-            for j in range(i + 1, rows):
-                agree[i, j] = agree[j, i] = np.array_equal(G[i], G[j])
+            label[i] = next((k for k, j in enumerate(reps) if np.array_equal(G[i], G[j])), len(reps))
+            if label[i] == len(reps):
+                reps.append(i)
+        agree = label[:, None] == label[None, :]
     else:
+        G = np.stack(G)
         norms = distances_to(G, np.zeros(G.shape[1], dtype=G.dtype))
-        dist = np.sqrt(np.maximum(_pairwise(G), 0.0))
+        dist = np.sqrt(pairwise_sq_distances(G))
         agree = dist <= tolerance * np.maximum(norms[:, None], norms[None, :])
     counts = agree.sum(axis=1)
     best = int(np.argmax(counts))
     if counts[best] * 2 <= r:
         return None, []
     members = np.flatnonzero(agree[best]).tolist()
-    update = G[best].copy() if tolerance is None else weighted_mean(G[members])
+    update = G[best] if tolerance is None else weighted_mean(G[members])  # a view in exact mode
     return update, members
-
-
-def _pairwise(G: np.ndarray) -> np.ndarray:
-    r = G.shape[0]
-    D = np.zeros((r, r))
-    for i in range(r):
-        D[i] = distances_to(G, G[i]) ** 2
-    return D
 
 
 def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | None = None,
@@ -136,20 +135,21 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
     r = int(group_size or max(len(g) for g in groups))
     if r % 2 == 0:
         raise ValueError(f"DETOX group size must be odd, got {r}")
-    winners, winning_rows, won_groups = [], [], []
+    W = np.empty((len(groups), X.shape[1]), dtype=X.dtype)
+    winning_rows, won_groups = [], []
     for gi, g in enumerate(groups):
         if not g:
             continue
-        update, members = majority_vote(X[list(g)], tolerance=tolerance, group_size=r)
+        update, members = majority_vote([X[i] for i in g], tolerance=tolerance, group_size=r)
         if update is not None:
-            winners.append(update)
+            W[len(won_groups)] = update
             winning_rows.extend(int(g[m]) for m in members)
             won_groups.append(gi)
     t_vote = time.perf_counter() - t0
     f1 = byzantine_groups_bound(f, r)
-    if not winners:
+    if not won_groups:
         raise ValueError("DETOX: no group reached a majority")
-    W = np.stack(winners)
+    W = W[: len(won_groups)]
     t1 = time.perf_counter()
     if a0 is not None:
         k = a0_subsets or 2 * f1 + 1
