@@ -164,3 +164,39 @@ def test_sign_flip_mod_reverses_the_update(task_identity):
     reply = _mod_app([sign_flip_mod(controlled=[4])])(_message(_global()), _context(4))
     got = _flat(reply.content["arrays"].to_numpy_ndarrays()) - _flat(_global())
     np.testing.assert_allclose(got, -_honest_update64(4), rtol=1e-6, atol=1e-6)
+
+
+def test_server_momentum_and_learning_rate_follow_fedavgm():
+    """v <- beta v + aggregate; w <- w + lr v (Flower's FedAvgM semantics), checked by hand."""
+    rr = RobustRound(RobustAggregator("mean"), server_learning_rate=0.5, server_momentum=0.9)
+    g = [np.zeros(3, np.float32)]
+    w1 = rr.run(1, g, None, [("a", [np.full(3, 2.0, np.float32)], None)], {})[0]
+    np.testing.assert_allclose(w1[0], 0.5 * 2.0)  # v = 2
+    w2 = rr.run(2, w1, None, [("a", [w1[0] + 1.0], None)], {})[0]
+    np.testing.assert_allclose(w2[0], 1.0 + 0.5 * (0.9 * 2.0 + 1.0))  # v = 2.8
+
+
+def test_local_steps_take_exactly_that_many_sgd_steps():
+    import torch
+
+    from flwr_byz.clients.honest import TorchClient, train_locally
+    from flwr_byz.models import get_weights
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, 40)
+    client = TorchClient("mlp", x, y, (1, 2, 2), 3, 0, batch_size=8, lr=0.1)
+    w0 = get_weights(client.model)
+    one, _, _ = client.honest_update(w0, {"local-steps": 1, "server-round": 1})
+    # reference: one plain SGD step on the first minibatch of the same seeded order
+    from flwr_byz.clients.honest import round_seed
+    from flwr_byz.models import make_model, set_weights
+
+    ref = make_model("mlp", (1, 2, 2), 3)
+    set_weights(ref, w0)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(round_seed(0, 1, 0) % (2**63)))[:8]
+    loss = torch.nn.functional.cross_entropy(ref(torch.as_tensor(x[order])), torch.as_tensor(y[order]))
+    loss.backward()
+    expected = [p.detach().numpy() - 0.1 * p.grad.numpy() for p in ref.parameters()]
+    for got, exp in zip(one, expected):
+        np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-6)
+    assert train_locally(ref, x, y, steps=3, batch_size=8) > 0

@@ -26,19 +26,28 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def train_locally(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int = 32,
                   lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0, seed: int = 0,
-                  device: torch.device | None = None) -> float:
-    """Plain minibatch SGD on (x, y); returns the mean training loss of the last epoch."""
+                  steps: int | None = None, device: torch.device | None = None) -> float:
+    """Plain minibatch SGD on (x, y); returns the mean training loss of the last epoch.
+
+    ``steps`` stops after that many minibatches (``steps=1``: the update is one stochastic
+    gradient step, the distributed-SGD setting of the ALIE and DETOX papers)."""
     device = device or pick_device()
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(int(seed) % (2**63))
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     loss_fn = nn.CrossEntropyLoss()
-    last = 0.0
-    for _ in range(int(epochs)):
+    last, done = 0.0, 0
+    epochs = int(epochs) if steps is None else int(steps)  # every epoch has at least one batch
+    for _ in range(epochs):
+        if steps is not None and done >= steps:
+            break
         order = torch.randperm(len(xt), generator=gen)
         total, count = 0.0, 0
         for start in range(0, len(xt), batch_size):
+            if steps is not None and done >= steps:
+                break
+            done += 1
             idx = order[start : start + batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
             opt.zero_grad()
@@ -76,7 +85,8 @@ class TorchClient(NumPyClient):
     """Honest client: local SGD on its partition, reply = trained weights.
 
     Config keys read from each round's fit config (all optional): ``server-round``,
-    ``local-epochs``, ``lr``, ``momentum``, ``batch-size``, and DETOX's ``detox-shard`` /
+    ``local-epochs``, ``local-steps`` (> 0: that many minibatch steps instead of epochs),
+    ``lr``, ``momentum``, ``batch-size``, and DETOX's ``detox-shard`` /
     ``detox-seed`` / ``detox-num-shards`` (train on that shard with that seed; see ``shard_fn``).
 
     Args:
@@ -90,10 +100,11 @@ class TorchClient(NumPyClient):
 
     def __init__(self, model: str, x, y, input_shape, num_classes: int, partition_id: int = 0, *,
                  lr: float = 0.1, momentum: float = 0.0, batch_size: int = 32, local_epochs: int = 1,
-                 seed: int = 0, device: str | None = None, eval_data=None, shard_fn=None):
+                 local_steps: int | None = None, seed: int = 0, device: str | None = None, eval_data=None, shard_fn=None):
         self.model_name, self.x, self.y = model, x, y
         self.input_shape, self.num_classes, self.partition_id = tuple(input_shape), num_classes, int(partition_id)
         self.lr, self.momentum, self.batch_size, self.local_epochs = lr, momentum, batch_size, local_epochs
+        self.local_steps = local_steps
         self.seed, self.device = seed, pick_device(device)
         self.eval_data, self.shard_fn = eval_data, shard_fn
         self.model = make_model(model, self.input_shape, num_classes, seed=seed)
@@ -115,6 +126,7 @@ class TorchClient(NumPyClient):
             self.model, x, y, epochs=int(config.get("local-epochs", self.local_epochs)),
             batch_size=int(config.get("batch-size", self.batch_size)), lr=float(config.get("lr", self.lr)),
             momentum=float(config.get("momentum", self.momentum)), seed=seed, device=self.device,
+            steps=int(config["local-steps"]) if int(config.get("local-steps", 0) or 0) > 0 else self.local_steps,
         )
         return get_weights(self.model), len(x), loss
 

@@ -58,8 +58,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="mlp")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--local-epochs", type=int, default=None)
+    p.add_argument("--local-steps", type=int, default=0, help="> 0: minibatch steps per round instead of epochs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--server-lr", type=float, default=1.0)
+    p.add_argument("--server-momentum", type=float, default=0.0)
     p.add_argument("--partitioning", default="iid", choices=["iid", "dirichlet"])
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
@@ -70,8 +73,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _base(args) -> dict:
     return dict(dataset=args.dataset, data_root=args.data_root, model=args.model,
-                rounds=args.rounds or DEMO["rounds"], local_epochs=args.local_epochs or DEMO["local_epochs"], batch_size=args.batch_size,
-                lr=args.lr, partitioning=args.partitioning, alpha=args.alpha, seed=args.seed)
+                rounds=args.rounds or DEMO["rounds"], local_epochs=args.local_epochs or DEMO["local_epochs"], local_steps=args.local_steps,
+                batch_size=args.batch_size, lr=args.lr, server_lr=args.server_lr,
+                server_momentum=args.server_momentum, partitioning=args.partitioning, alpha=args.alpha, seed=args.seed)
 
 
 def _run(cells, out: Path, args) -> list[dict]:

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 class RunConfig:
     """Everything that defines one simulated run.
 
+    ``local_steps > 0`` replaces local epochs by that many minibatch steps (1: each update
+    is one stochastic gradient step, the papers' distributed-SGD setting); ``server_lr`` and
+    ``server_momentum`` are the server's step on the aggregate (the ALIE paper uses 0.9).
     The first ``num_malicious`` partitions (ids 0..m-1) are the corrupted clients. ``f``, the
     number of Byzantine clients the strategy is told to tolerate, defaults to
     ``num_malicious``; ``strategy`` is a rule name of :data:`flwr_byz.aggregation.RULES`.
@@ -28,9 +31,12 @@ class RunConfig:
     partitioning: str = "iid"
     alpha: float = 0.5
     local_epochs: int = 1
+    local_steps: int = 0
     batch_size: int = 32
     lr: float = 0.1
     momentum: float = 0.0
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
     seed: int = 0
     strategy_params: dict = field(default_factory=dict)
     attack_params: dict = field(default_factory=dict)

@@ -105,7 +105,8 @@ def fit_config(cell: RunConfig):
 
     def on_fit_config(server_round: int) -> dict:
         return {
-            "server-round": server_round, "local-epochs": cell.local_epochs, "batch-size": cell.batch_size,
+            "server-round": server_round, "local-epochs": cell.local_epochs, "local-steps": cell.local_steps,
+            "batch-size": cell.batch_size,
             "lr": cell.lr, "momentum": cell.momentum, "seed": cell.seed, "attack": cell.attack,
             "num-malicious": cell.num_malicious if cell.attacked else 0, "num-clients": cell.num_clients,
             "attack-params": json.dumps(cell.attack_params), "cell": cell.cell_id(),
@@ -224,7 +225,8 @@ def _group_main(cells, key, writer: ResultsWriter, progress):
             else:
                 cls, own = RobustFedAvg, {"rule": cell.strategy, "rule_params": dict(cell.strategy_params)}
             strategy = cls(
-                **own, num_malicious_clients=cell.tolerated, fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=cell.num_clients,
+                **own, num_malicious_clients=cell.tolerated, server_learning_rate=cell.server_lr,
+                server_momentum=cell.server_momentum, fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=cell.num_clients,
                 min_available_clients=cell.num_clients, initial_parameters=ndarrays_to_parameters(get_weights(model)),
                 on_fit_config_fn=fit_config(cell), evaluate_fn=evaluate_fn,
             )

@@ -29,6 +29,8 @@ class RobustFedAvg(FedAvg):
         num_malicious_clients: f, the number of Byzantine clients to tolerate.
         pre_aggregators: :class:`~flwr_byz.aggregation.PreAggregator` steps run before the rule.
         rule_params: the rule's own keyword arguments.
+        server_learning_rate, server_momentum: server step and momentum on the aggregate
+            (as in Flower's FedAvgM); defaults apply the aggregate unchanged.
         **kwargs: legacy ``FedAvg`` arguments, unchanged.
     """
 
@@ -36,12 +38,14 @@ class RobustFedAvg(FedAvg):
     _history_center = False
 
     def __init__(self, *, rule: str = "mean", num_malicious_clients: int = 0, pre_aggregators=(),
-                 rule_params: dict | None = None, **kwargs):
+                 rule_params: dict | None = None, server_learning_rate: float = 1.0,
+                 server_momentum: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_malicious_clients = int(num_malicious_clients)
         self.robust = RobustRound(
             RobustAggregator(rule, f=self.num_malicious_clients, pre=pre_aggregators, **(rule_params or {})),
             trim_fraction=self._trim_fraction, use_history_center=self._history_center,
+            server_learning_rate=server_learning_rate, server_momentum=server_momentum,
         )
         self._current: list | None = None
 

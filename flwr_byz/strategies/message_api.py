@@ -33,18 +33,22 @@ class RobustFedAvg(FedAvg):
         num_malicious_nodes: f, the number of Byzantine nodes to tolerate.
         pre_aggregators: :class:`~flwr_byz.aggregation.PreAggregator` steps run before the rule.
         rule_params: the rule's own keyword arguments.
+        server_learning_rate, server_momentum: server step and momentum on the aggregate
+            (as in Flower's FedAvgM); defaults apply the aggregate unchanged.
     """
 
     _trim_fraction: float | None = None
     _history_center = False
 
     def __init__(self, *args, rule: str = "mean", num_malicious_nodes: int = 0, pre_aggregators=(),
-                 rule_params: dict | None = None, **kwargs):
+                 rule_params: dict | None = None, server_learning_rate: float = 1.0,
+                 server_momentum: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_malicious_nodes = int(num_malicious_nodes)
         self.robust = RobustRound(
             RobustAggregator(rule, f=self.num_malicious_nodes, pre=pre_aggregators, **(rule_params or {})),
             trim_fraction=self._trim_fraction, use_history_center=self._history_center,
+            server_learning_rate=server_learning_rate, server_momentum=server_momentum,
         )
         self._current: ArrayRecord | None = None
 

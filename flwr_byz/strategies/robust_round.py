@@ -37,13 +37,20 @@ class RobustRound:
             (Flower's ``FedTrimmedAvg(beta=...)`` semantics).
         use_history_center: pass the previous round's aggregate update as ``center``
             (centered clipping).
+        server_learning_rate, server_momentum: the global model moves by
+            ``server_learning_rate * v`` with ``v <- server_momentum * v + aggregate``
+            (FedAvgM's server momentum, Hsu et al. 2019; the ALIE paper's server uses 0.9).
+            Defaults (1, 0) apply the aggregate as it is.
     """
 
     def __init__(self, aggregator: RobustAggregator, *, trim_fraction: float | None = None,
-                 use_history_center: bool = False):
+                 use_history_center: bool = False, server_learning_rate: float = 1.0,
+                 server_momentum: float = 0.0):
         self.aggregator = aggregator
         self.trim_fraction = trim_fraction
         self.use_history_center = use_history_center
+        self.server_learning_rate, self.server_momentum = float(server_learning_rate), float(server_momentum)
+        self.velocity: np.ndarray | None = None
         self.history: list[dict] = []
         self.last_update: np.ndarray | None = None
 
@@ -107,7 +114,14 @@ class RobustRound:
                 type(err).__name__, err)
             return self._skip(entry, metrics, server_round, f"{type(err).__name__}: {err}", t0)
         self.last_update = agg
-        new_arrays = apply_update(layout, global_arrays, agg)
+        step = agg
+        if self.server_momentum:
+            same = self.velocity is not None and self.velocity.shape == agg.shape
+            self.velocity = (self.server_momentum * self.velocity + agg) if same else agg.astype(np.float32)
+            step = self.velocity
+        if self.server_learning_rate != 1.0:
+            step = self.server_learning_rate * step
+        new_arrays = apply_update(layout, global_arrays, step)
         elapsed = time.perf_counter() - t0
         if report.selected is not None and "pre" not in report.details:
             entry["selected"] = [str(kept[i]) for i in report.selected]
