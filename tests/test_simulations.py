@@ -109,3 +109,21 @@ def test_cli_simulate_tiny_config_end_to_end_then_plot_and_resume(tmp_path, caps
     n_rows = len(rows)
     assert main(args) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == n_rows
+
+
+def test_reproduce_experiments_follow_the_papers_settings():
+    from flwr_byz.attacks import alie_z_max
+    from flwr_byz.simulations.reproduce import experiment
+
+    cells = experiment("alie-mnist")
+    assert {c.strategy for c in cells} == {"mean", "trimmed_mean", "krum", "bulyan"}
+    for c in cells:
+        assert (c.num_clients, c.dataset, c.model, c.rounds) == (51, "mnist", "mlp", 300)
+        assert (c.local_steps, c.batch_size, c.lr, c.server_momentum) == (1, 83, 0.1, 0.9)
+        if c.attack == "alie":
+            assert c.num_malicious == 12 and c.tolerated == (0 if c.strategy == "mean" else 12)
+    zs = sorted(c.attack_params["z"] for c in cells if c.attack == "alie" and c.strategy == "krum")
+    assert zs == [pytest.approx(alie_z_max(51, 12), abs=1e-4), 1.5]
+    detox = experiment("detox", rounds=3)
+    assert {c.strategy for c in detox} >= {"detox-multi_krum", "detox-bulyan", "detox-signsgd_majority"}
+    assert {c.attack for c in detox} == {"none", "alie", "constant"} and all(c.rounds == 3 for c in detox)

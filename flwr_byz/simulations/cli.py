@@ -34,11 +34,11 @@ def _grid(strategies, attacks, num_clients, num_malicious, base: dict) -> list[R
 
 
 def format_table(summary: list[dict]) -> str:
-    head = f"{'strategy':<18}{'attack':<10}{'n':>4}{'m':>4}{'rounds':>8}{'final acc':>11}{'best acc':>10}{'agg ms':>9}"
+    head = f"{'strategy':<24}{'attack':<16}{'n':>4}{'m':>4}{'rounds':>8}{'final acc':>11}{'best acc':>10}{'agg ms':>9}"
     lines = [head, "-" * len(head)]
     for s in sorted(summary, key=lambda r: (r["strategy"], r["attack"])):
         agg = "" if s["mean_aggregation_time_s"] is None else f"{1000 * s['mean_aggregation_time_s']:.1f}"
-        lines.append(f"{s['strategy']:<18}{s['attack']:<10}{s['num_clients']:>4}{s['num_malicious']:>4}"
+        lines.append(f"{s['strategy']:<24}{s['attack']:<16}{s['num_clients']:>4}{s['num_malicious']:>4}"
                      f"{s['rounds']:>8}{s['final_accuracy']:>11.3f}{s['best_accuracy']:>10.3f}{agg:>9}")
     return "\n".join(lines)
 
@@ -120,6 +120,18 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .reproduce import experiment
+
+    cells = experiment(args.experiment, rounds=args.rounds, data_root=args.data_root)
+    _run(cells, Path(args.out or f"results/{args.experiment}"), args)
+    from .plots import plot_results
+
+    for f in plot_results(Path(args.out or f"results/{args.experiment}")):
+        print(f)
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plots import plot_results
 
@@ -145,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--grid", default=None, help="a TOML file with the grid (and a [base] table)")
         _add_common(p)
         p.set_defaults(func=fn)
+    p = sub.add_parser("reproduce", help="a paper's experiment (see docs/RESULTS.md)")
+    p.add_argument("experiment", choices=["alie-mnist", "alie-cifar10", "detox"])
+    p.add_argument("--data-root", default=None, help="torchvision root (e.g. ../shared/data)")
+    p.add_argument("--rounds", type=int, default=None, help="override the paper's number of rounds")
+    p.add_argument("--out", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("plot", help="PNG plots of a results.jsonl")
     p.add_argument("results", help="results.jsonl or the folder holding it")
     p.add_argument("--out", default=None)

@@ -20,7 +20,7 @@ def plot_results(results: Path, out_dir: Path | None = None) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .runner import ResultsWriter
+    from .runner import ResultsWriter, attack_label
 
     results = Path(results)
     folder = results if results.is_dir() else results.parent
@@ -29,10 +29,10 @@ def plot_results(results: Path, out_dir: Path | None = None) -> list[Path]:
         raise ValueError(f"no results in {folder}")
     out_dir = Path(out_dir or folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    attacks = sorted({r["cfg_attack"] for r in rows})
+    attacks = sorted({attack_label(r) for r in rows})
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks):
-        cells = sorted({(r["cfg_strategy"], r["cell"]) for r in rows if r["cfg_attack"] == attack})
+        cells = sorted({(r["cfg_strategy"], r["cell"]) for r in rows if attack_label(r) == attack})
         for strategy, cell in cells:
             rs = sorted((r for r in rows if r["cell"] == cell), key=lambda r: r["round"])
             m = rs[0]["cfg_num_malicious"]

@@ -272,6 +272,13 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
     return writer.rows()
 
 
+def attack_label(row: dict) -> str:
+    """The attack of a results row, with its parameters when it has any: ``alie(z=1.5)``."""
+    params = row.get("cfg_attack_params") or {}
+    inner = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return f"{row['cfg_attack']}({inner})" if inner else row["cfg_attack"]
+
+
 def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[dict]:
     """One summary per finished cell: final and best accuracy of its latest attempt."""
     by_cell: dict[str, list[dict]] = {}
@@ -290,7 +297,7 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
         last = rs[-1]
         agg = [r["aggregation_time_s"] for r in rs if r.get("aggregation_time_s") is not None]
         out.append({
-            "cell": cid, "strategy": last["cfg_strategy"], "attack": last["cfg_attack"],
+            "cell": cid, "strategy": last["cfg_strategy"], "attack": attack_label(last),
             "num_clients": last["cfg_num_clients"], "num_malicious": last["cfg_num_malicious"],
             "dataset": last["cfg_dataset"], "rounds": last["round"], "final_accuracy": last["accuracy"],
             "best_accuracy": max(r["accuracy"] for r in rs),

@@ -1,0 +1,64 @@
+"""The papers' experiments as named grids: ``flwr-byz reproduce NAME``.
+
+Each experiment lists its cells exactly (dataset, model, n, m, hyper-parameters); ``scale``
+shrinks rounds (and n where noted) for a quick look. docs/RESULTS.md has the commands, the
+numbers measured here and the papers' numbers.
+
+- ``alie-mnist``: Baruch et al. (NeurIPS 2019), MNIST, the paper's MLP, the settings of the
+  authors' code (n = 51, 24% corrupted: m = 12, batch 83, lr 0.1, server momentum 0.9,
+  one gradient step per round, f = m for the defenses), no defense / trimmed mean / Krum /
+  Bulyan, without attack and with ALIE at the paper's z_max and at the code's default z = 1.5.
+- ``alie-cifar10``: the same on CIFAR-10 with the CNN (for GPU machines).
+- ``detox``: Rajput et al. (NeurIPS 2019): DETOX (r = 3) + Multi-Krum / Bulyan vs the plain
+  rules under ALIE, and DETOX + signSGD vs signSGD under the constant (-1) attack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..attacks import alie_z_max
+from .config import RunConfig
+
+EXPERIMENTS = ("alie-mnist", "alie-cifar10", "detox")
+
+
+def _alie(dataset: str, model: str, rounds: int, data_root: str | None) -> list[RunConfig]:
+    n, m = 51, 12
+    base = RunConfig(dataset=dataset, data_root=data_root, model=model, num_clients=n, rounds=rounds,
+                     local_steps=1, batch_size=83, lr=0.1, server_momentum=0.9)
+    cells = []
+    for strategy in ("mean", "trimmed_mean", "krum", "bulyan"):
+        cells.append(replace(base, strategy=strategy, f=m))
+        for z in (alie_z_max(n, m), 1.5):
+            cells.append(replace(base, strategy=strategy, f=m, attack="alie", num_malicious=m,
+                                 attack_params={"z": round(float(z), 4)}))
+    return cells
+
+
+def _detox(dataset: str, rounds: int, data_root: str | None) -> list[RunConfig]:
+    n, m = 45, 5
+    base = RunConfig(dataset=dataset, data_root=data_root, model="mlp", num_clients=n, rounds=rounds,
+                     local_steps=1, batch_size=32, lr=0.1, server_momentum=0.9)
+    cells = []
+    for strategy in ("multi_krum", "bulyan", "detox-multi_krum", "detox-bulyan"):
+        cells.append(replace(base, strategy=strategy, f=m))
+        cells.append(replace(base, strategy=strategy, f=m, attack="alie", num_malicious=m))
+    sign = replace(base, server_momentum=0.0, lr=0.1, batch_size=32)
+    for strategy, params in (("signsgd_majority", {"server_lr": 0.01}),
+                             ("detox-signsgd_majority", {"a1_params": {"server_lr": 0.01}})):
+        for attack in ("none", "constant"):
+            cells.append(replace(sign, strategy=strategy, f=m, strategy_params=params, attack=attack,
+                                 num_malicious=m if attack != "none" else 0))
+    return cells
+
+
+def experiment(name: str, *, rounds: int | None = None, data_root: str | None = None) -> list[RunConfig]:
+    """The cells of experiment ``name`` (``rounds`` overrides the paper's number of rounds)."""
+    if name == "alie-mnist":
+        return _alie("mnist", "mlp", rounds or 300, data_root)
+    if name == "alie-cifar10":
+        return _alie("cifar10", "cnn", rounds or 2000, data_root)
+    if name == "detox":
+        return _detox("mnist" if data_root else "digits", rounds or 200, data_root)
+    raise ValueError(f"unknown experiment {name!r}; choose from {EXPERIMENTS}")
