@@ -17,11 +17,10 @@ from flwr.common.logger import log
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from ..aggregation import RobustAggregator
-from .robust_round import RobustRound, client_facts
+from .robust_round import RobustStrategyMixin, client_facts
 
 
-class RobustFedAvg(FedAvg):
+class RobustFedAvg(RobustStrategyMixin, FedAvg):
     """Legacy FedAvg with its averaging replaced by any rule of the core.
 
     Args:
@@ -34,28 +33,13 @@ class RobustFedAvg(FedAvg):
         **kwargs: legacy ``FedAvg`` arguments, unchanged.
     """
 
-    _trim_fraction: float | None = None
-    _history_center = False
-
     def __init__(self, *, rule: str = "mean", num_malicious_clients: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_malicious_clients = int(num_malicious_clients)
-        self.robust = RobustRound(
-            RobustAggregator(rule, f=self.num_malicious_clients, pre=pre_aggregators, **(rule_params or {})),
-            trim_fraction=self._trim_fraction, use_history_center=self._history_center,
-            server_learning_rate=server_learning_rate, server_momentum=server_momentum,
-        )
-        self._current: list | None = None
-
-    @property
-    def history(self) -> list[dict]:
-        """Per-round reports (client ids, dropped replies and reasons, selection, timings)."""
-        return self.robust.history
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.robust.aggregator!r})"
+        self._setup_robust(rule, self.num_malicious_clients, pre_aggregators, rule_params,
+                           server_learning_rate, server_momentum)
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
         self._current = parameters_to_ndarrays(parameters)
@@ -84,7 +68,7 @@ class RobustFedAvg(FedAvg):
             if facts:
                 extra[cid] = facts
         new_arrays, byz_metrics, kept = self.robust.run(server_round, self._current, None, entries, weights, extra,
-                                                        groups=getattr(self, "_groups", None))
+                                                        groups=self._groups)
         metrics = {}
         if self.fit_metrics_aggregation_fn and kept:
             try:
@@ -198,14 +182,9 @@ class Detox(RobustFedAvg):
     def __init__(self, *, group_size: int = 3, num_malicious_clients: int = 0, a1: str = "multi_krum",
                  a1_params: dict | None = None, a0: str | None = None, a0_subsets: int | None = None,
                  tolerance: float | None = None, seed: int = 0, pre_aggregators=(), **kwargs):
-        from ..aggregation.detox import DetoxAggregator
-
         super().__init__(rule="mean", num_malicious_clients=num_malicious_clients, **kwargs)
-        self.robust.aggregator = DetoxAggregator(group_size=group_size, f=num_malicious_clients, a1=a1,
-                                                 a1_params=a1_params, a0=a0, a0_subsets=a0_subsets,
-                                                 tolerance=tolerance, pre=pre_aggregators)
-        self.group_size, self.seed = int(group_size), int(seed)
-        self._groups: list[list[str]] | None = None
+        self._setup_detox(group_size=group_size, f=num_malicious_clients, seed=seed, a1=a1, a1_params=a1_params,
+                          a0=a0, a0_subsets=a0_subsets, tolerance=tolerance, pre=pre_aggregators)
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
         from flwr.common import FitIns

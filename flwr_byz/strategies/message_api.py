@@ -20,11 +20,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from ..aggregation import RobustAggregator
-from .robust_round import RobustRound, client_facts
+from .robust_round import RobustStrategyMixin, client_facts
 
 
-class RobustFedAvg(FedAvg):
+class RobustFedAvg(RobustStrategyMixin, FedAvg):
     """FedAvg with its averaging replaced by any rule of the core.
 
     Args:
@@ -37,25 +36,13 @@ class RobustFedAvg(FedAvg):
             (as in Flower's FedAvgM); defaults apply the aggregate unchanged.
     """
 
-    _trim_fraction: float | None = None
-    _history_center = False
-
     def __init__(self, *args, rule: str = "mean", num_malicious_nodes: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_malicious_nodes = int(num_malicious_nodes)
-        self.robust = RobustRound(
-            RobustAggregator(rule, f=self.num_malicious_nodes, pre=pre_aggregators, **(rule_params or {})),
-            trim_fraction=self._trim_fraction, use_history_center=self._history_center,
-            server_learning_rate=server_learning_rate, server_momentum=server_momentum,
-        )
-        self._current: ArrayRecord | None = None
-
-    @property
-    def history(self) -> list[dict]:
-        """Per-round reports (node ids, dropped replies and reasons, selection, timings)."""
-        return self.robust.history
+        self._setup_robust(rule, self.num_malicious_nodes, pre_aggregators, rule_params,
+                           server_learning_rate, server_momentum)
 
     def summary(self) -> None:
         log(20, "\t├──> flwr-byz: %r", self.robust.aggregator)
@@ -105,7 +92,7 @@ class RobustFedAvg(FedAvg):
         current = list(self._current.keys())
         new_arrays, byz_metrics, kept = self.robust.run(
             server_round, [a.numpy() for a in self._current.values()], current, entries, weights, extra,
-            groups=getattr(self, "_groups", None),
+            groups=self._groups,
         )
         metrics = MetricRecord()
         if kept:
@@ -228,14 +215,9 @@ class Detox(RobustFedAvg):
     def __init__(self, *args, group_size: int = 3, num_malicious_nodes: int = 0, a1: str = "multi_krum",
                  a1_params: dict | None = None, a0: str | None = None, a0_subsets: int | None = None,
                  tolerance: float | None = None, seed: int = 0, pre_aggregators=(), **kwargs):
-        from ..aggregation.detox import DetoxAggregator
-
         super().__init__(*args, rule="mean", num_malicious_nodes=num_malicious_nodes, **kwargs)
-        self.robust.aggregator = DetoxAggregator(group_size=group_size, f=num_malicious_nodes, a1=a1,
-                                                 a1_params=a1_params, a0=a0, a0_subsets=a0_subsets,
-                                                 tolerance=tolerance, pre=pre_aggregators)
-        self.group_size, self.seed = int(group_size), int(seed)
-        self._groups: list[list[int]] | None = None
+        self._setup_detox(group_size=group_size, f=num_malicious_nodes, seed=seed, a1=a1, a1_params=a1_params,
+                          a0=a0, a0_subsets=a0_subsets, tolerance=tolerance, pre=pre_aggregators)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:

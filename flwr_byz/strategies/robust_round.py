@@ -146,3 +146,38 @@ class RobustRound:
         log(WARNING, "[flwr-byz] round %s skipped: %s", server_round, reason)
         metrics["byz.skipped"] = 1
         return None, metrics, []
+
+
+class RobustStrategyMixin:
+    """What both APIs' strategy classes share: the round object and its history.
+
+    Subclasses set ``_trim_fraction`` (FedTrimmedAvg's beta) or ``_history_center``
+    (centered clipping) as class or instance attributes before calling ``_setup_robust``.
+    """
+
+    _trim_fraction: float | None = None
+    _history_center = False
+
+    def _setup_robust(self, rule: str, f: int, pre, rule_params, server_learning_rate: float,
+                      server_momentum: float) -> None:
+        self.robust = RobustRound(
+            RobustAggregator(rule, f=f, pre=pre, **(rule_params or {})),
+            trim_fraction=self._trim_fraction, use_history_center=self._history_center,
+            server_learning_rate=server_learning_rate, server_momentum=server_momentum,
+        )
+        self._current = None
+        self._groups = None
+
+    def _setup_detox(self, *, group_size: int, f: int, seed: int, **options) -> None:
+        from ..aggregation.detox import DetoxAggregator
+
+        self.robust.aggregator = DetoxAggregator(group_size=group_size, f=f, **options)
+        self.group_size, self.seed = int(group_size), int(seed)
+
+    @property
+    def history(self) -> list[dict]:
+        """Per-round reports (client ids, dropped replies and reasons, selection, timings)."""
+        return self.robust.history
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.robust.aggregator!r})"
