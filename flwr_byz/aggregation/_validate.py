@@ -5,8 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 # Columns processed at once by the chunked kernels: bounds the extra memory of every rule
-# to about ``n * CHUNK_COLUMNS`` floats, independent of d.
-CHUNK_COLUMNS = 1 << 16
+# to about ``n * CHUNK_COLUMNS`` floats, independent of d. Deliberately not a power of two:
+# strided passes over a power-of-two width alias in the CPU caches (a chunked partition at
+# 65,536 columns ran 4x slower than at 60,000, at 16,384 thirty times slower).
+CHUNK_COLUMNS = 60_000
+
+
+def columns_partitioned(block: np.ndarray, kth) -> np.ndarray:
+    """The (c, n) transpose of an (n, c) column block, each row partitioned at ``kth``.
+
+    Partitioning along contiguous rows of the transposed copy is several times faster than
+    ``np.partition(block, kth, axis=0)`` and costs the same one copy.
+    """
+    out = np.array(block.T, order="C", copy=True)  # never a view: the partition is in place
+    out.partition(kth, axis=1)
+    return out
 
 
 class ByzantineBoundError(ValueError):

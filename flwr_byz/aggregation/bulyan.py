@@ -25,6 +25,7 @@ import numpy as np
 
 from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
 from .distances import pairwise_sq_distances
+from .coordinate import coordinate_median
 from .krum import krum_scores
 from .report import AggregationReport
 
@@ -50,16 +51,15 @@ def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
     rows = np.sort(np.asarray(rows))
     theta, d = rows.size, X.shape[1]
     out = np.empty(d, dtype=X.dtype)
-    lo, hi = (theta - 1) // 2, theta // 2
     for a in range(0, d, CHUNK_COLUMNS):
-        block = X[rows, a : a + CHUNK_COLUMNS]
-        part = np.partition(block, sorted({lo, hi}), axis=0)
-        med = 0.5 * (part[lo].astype(np.float64) + part[hi])
-        dist = np.abs(block - med)
+        # (c, theta): one row per coordinate, contiguous, so every step below is along rows
+        block = np.ascontiguousarray(X[rows, a : a + CHUNK_COLUMNS].T)
         if beta < theta:
-            idx = np.argpartition(dist, beta - 1, axis=0)[:beta]
-            block = np.take_along_axis(block, idx, axis=0)
-        out[a : a + CHUNK_COLUMNS] = block.mean(axis=0, dtype=np.float64)
+            med = coordinate_median(block.T)  # the chunk's (c,) medians
+            dist = np.abs(block - med[:, None])
+            idx = np.argpartition(dist, beta - 1, axis=1)[:, :beta]
+            block = np.take_along_axis(block, idx, axis=1)
+        out[a : a + CHUNK_COLUMNS] = block.mean(axis=1, dtype=np.float64)
     return out
 
 

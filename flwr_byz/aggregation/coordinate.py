@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
+from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f, columns_partitioned
 from .report import AggregationReport
 
 
@@ -18,13 +18,12 @@ def coordinate_median(X: np.ndarray) -> np.ndarray:
     n, d = X.shape
     out = np.empty(d, dtype=X.dtype)
     lo, hi = (n - 1) // 2, n // 2
-    kth = [lo] if lo == hi else [lo, hi]
     for a in range(0, d, CHUNK_COLUMNS):
-        part = np.partition(X[:, a : a + CHUNK_COLUMNS], kth, axis=0)
+        part = columns_partitioned(X[:, a : a + CHUNK_COLUMNS], hi)
         if lo == hi:
-            out[a : a + CHUNK_COLUMNS] = part[lo]
-        else:
-            out[a : a + CHUNK_COLUMNS] = 0.5 * (part[lo].astype(np.float64) + part[hi])
+            out[a : a + CHUNK_COLUMNS] = part[:, hi]
+        else:  # even n: the lower middle is the largest value left of hi
+            out[a : a + CHUNK_COLUMNS] = 0.5 * (part[:, :hi].max(axis=1).astype(np.float64) + part[:, hi])
     return out
 
 
@@ -66,8 +65,11 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
         agg = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
     else:
         agg = np.empty(d, dtype=X.dtype)
-        kth = sorted({f, n - f - 1})
         for a in range(0, d, CHUNK_COLUMNS):
-            part = np.partition(X[:, a : a + CHUNK_COLUMNS], kth, axis=0)
-            agg[a : a + CHUNK_COLUMNS] = part[f : n - f].mean(axis=0, dtype=np.float64)
+            # two single-kth partitions beat one with kth=[f, n-f-1]: first the f smallest
+            # to the left, then, among the rest, the n - 2f smallest to the left
+            part = columns_partitioned(X[:, a : a + CHUNK_COLUMNS], f)
+            upper = part[:, f:]
+            upper.partition(n - 2 * f - 1, axis=1)
+            agg[a : a + CHUNK_COLUMNS] = upper[:, : n - 2 * f].mean(axis=1, dtype=np.float64)
     return (agg, AggregationReport("trimmed_mean", n, f, details={"trimmed_per_side": f})) if return_report else agg

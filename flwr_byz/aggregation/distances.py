@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import CHUNK_COLUMNS
+from .coordinate import coordinate_median
 
 # An off-diagonal entry below this fraction of |c_i|^2 + |c_j|^2 (c = centred rows) is not
 # resolved reliably by a float32 Gram matrix; it triggers the median-centred second pass.
@@ -36,7 +37,7 @@ def _centred_gram(X: np.ndarray, chunk_columns: int, robust: bool) -> np.ndarray
     for a in range(0, d, chunk_columns):
         block = X[:, a : a + chunk_columns]
         if robust:
-            centre = np.median(block, axis=0).astype(X.dtype)
+            centre = coordinate_median(block).astype(X.dtype)
         else:
             centre = block.mean(axis=0, dtype=np.float64).astype(X.dtype)
         centred = block - centre
