@@ -127,3 +127,22 @@ def test_reproduce_experiments_follow_the_papers_settings():
     detox = experiment("detox", rounds=3)
     assert {c.strategy for c in detox} >= {"detox-multi_krum", "detox-bulyan", "detox-signsgd_majority"}
     assert {c.attack for c in detox} == {"none", "alie", "constant"} and all(c.rounds == 3 for c in detox)
+
+
+@pytest.mark.timeout(300)
+def test_inprocess_engine_matches_the_simulation_engine(tmp_path):
+    """Same cells, same seeds: the in-process rounds reproduce the Simulation Engine's."""
+    from flwr_byz.simulations.runner import run_cells
+
+    cells = [RunConfig(strategy="median", attack="alie", num_clients=6, num_malicious=2, rounds=2),
+             RunConfig(strategy="detox-mean", num_clients=6, rounds=2)]
+    sim = run_cells(cells, tmp_path / "sim", progress=False)
+    inp = run_cells(cells, tmp_path / "inp", progress=False, engine="inprocess")
+    key = lambda r: (r["cell"], r["round"])  # noqa: E731
+    sim_acc = {key(r): r["accuracy"] for r in sim}
+    inp_acc = {key(r): r["accuracy"] for r in inp}
+    assert sim_acc.keys() == inp_acc.keys() and len(sim_acc) == 6
+    n_test = 450  # digits test split
+    assert all(abs(sim_acc[k] - inp_acc[k]) <= 1 / n_test for k in sim_acc)
+    assert [r.get("forecast_z1") for r in sorted(inp, key=key)] == pytest.approx(
+        [r.get("forecast_z1") for r in sorted(sim, key=key)], abs=1e-6)

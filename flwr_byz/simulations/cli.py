@@ -69,6 +69,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="results folder (default: results/<command>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--verbose", action="store_true", help="show Flower's own logs")
+    p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"],
+                   help="Flower's Simulation Engine (default) or the same rounds in-process, without Ray")
 
 
 def _base(args) -> dict:
@@ -82,7 +84,8 @@ def _run(cells, out: Path, args) -> list[dict]:
     from .runner import run_cells, summarize
 
     t0 = time.time()
-    rows = run_cells(cells, out, progress=not args.no_progress, quiet=not args.verbose)
+    rows = run_cells(cells, out, progress=not args.no_progress, quiet=not args.verbose,
+                     engine=getattr(args, "engine", "simulation"))
     summary = summarize(rows, cells)
     write_summary_csv(summary, out / "summary.csv")
     print(format_table(summary))
@@ -164,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"])
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("plot", help="PNG plots of a results.jsonl")
     p.add_argument("results", help="results.jsonl or the folder holding it")

@@ -44,7 +44,7 @@ class RunConfig:
     @property
     def tolerated(self) -> int:
         """f given to the strategy (0 for the plain mean, which tolerates none)."""
-        if self.strategy == "mean":
+        if self.strategy in ("mean", "detox-mean"):
             return 0
         return self.num_malicious if self.f is None else int(self.f)
 

@@ -182,65 +182,134 @@ class ResultsWriter:
             os.fsync(fh.fileno())
 
 
-def _group_main(cells, key, writer: ResultsWriter, progress):
+def result_row(cell: RunConfig, attempt: str, server_round: int, accuracy: float, loss: float,
+               round_time: float, entry: dict) -> dict:
+    """One line of results.jsonl: the round's evaluation, its aggregation report, the cell."""
+    malicious = set(range(cell.num_malicious)) if cell.attacked else set()
+    return {"cell": cell.cell_id(), "attempt": attempt, "round": server_round, "accuracy": accuracy,
+            "loss": loss, "round_time_s": round_time, "aggregation_time_s": entry.get("aggregation_time_s"),
+            "kept": len(entry.get("kept", [])), "dropped": len(entry.get("dropped", {})),
+            "skipped": entry.get("skipped"), **detection(entry, malicious), **forecast(entry),
+            **detox_stats(entry, malicious), "final": server_round == cell.rounds,
+            **{f"cfg_{k}": v for k, v in cell.to_dict().items()}}
+
+
+class CellRecorder:
+    """Evaluates the global model of a cell after every round and appends the row."""
+
+    def __init__(self, cell: RunConfig, key: tuple, writer: ResultsWriter, progress):
+        from ..models import make_model
+
+        self.cell, self.writer = cell, writer
+        self.data, _ = load_partitioned(key)
+        self.model = make_model(cell.model, self.data.input_shape, self.data.num_classes, seed=cell.seed)
+        self.attempt = uuid.uuid4().hex[:8]
+        self.t = time.perf_counter()
+        self.bar = progress(total=cell.rounds, desc=f"{cell.strategy} / {cell.attack}") if progress else None
+
+    def __call__(self, server_round: int, ndarrays, entry: dict) -> tuple[float, float]:
+        from ..clients.honest import evaluate_model
+        from ..models import set_weights
+
+        set_weights(self.model, ndarrays)
+        loss, acc = evaluate_model(self.model, self.data.x_test, self.data.y_test)
+        now = time.perf_counter()
+        self.writer.append(result_row(self.cell, self.attempt, server_round, acc, loss, now - self.t, entry))
+        self.t = now
+        if self.bar is not None and server_round > 0:
+            self.bar.update(1)
+            self.bar.set_postfix(acc=f"{acc:.3f}")
+        if self.bar is not None and server_round == self.cell.rounds:
+            self.bar.close()
+        return loss, acc
+
+
+def make_strategy(cell: RunConfig, initial_weights, **kwargs):
+    """The legacy flwr-byz strategy a cell names (``detox-<rule>`` or a rule name)."""
     from flwr.common import ndarrays_to_parameters
+
+    from ..strategies.legacy import Detox, RobustFedAvg
+
+    if cell.strategy.startswith("detox-"):
+        cls, own = Detox, {"a1": cell.strategy.removeprefix("detox-"), **cell.strategy_params}
+    else:
+        cls, own = RobustFedAvg, {"rule": cell.strategy, "rule_params": dict(cell.strategy_params)}
+    return cls(**own, num_malicious_clients=cell.tolerated, server_learning_rate=cell.server_lr,
+               server_momentum=cell.server_momentum, fraction_fit=1.0, fraction_evaluate=0.0,
+               min_fit_clients=cell.num_clients, min_available_clients=cell.num_clients,
+               initial_parameters=ndarrays_to_parameters(initial_weights), on_fit_config_fn=fit_config(cell),
+               **kwargs)
+
+
+def _group_main(cells, key, writer: ResultsWriter, progress):
+    """The ServerApp main of one data group: every cell in turn, on the same Grid."""
     from flwr.server import Server, ServerConfig, SimpleClientManager
     from flwr.server.compat import start_grid
 
-    from ..clients.honest import evaluate_model
-    from ..models import get_weights, make_model, set_weights
-    from ..strategies.legacy import Detox, RobustFedAvg
+    from ..models import get_weights
 
     def main(grid, context):
-        data, _ = load_partitioned(key)
         for cell in cells:
-            model = make_model(cell.model, data.input_shape, data.num_classes, seed=cell.seed)
-            attempt = uuid.uuid4().hex[:8]
-            state = {"t": time.perf_counter()}
-            malicious = set(range(cell.num_malicious)) if cell.attacked else set()
-            bar = progress(total=cell.rounds, desc=f"{cell.strategy} / {cell.attack}") if progress else None
+            record = CellRecorder(cell, key, writer, progress)
 
-            def evaluate_fn(server_round, ndarrays, config, cell=cell, model=model, attempt=attempt,
-                            state=state, malicious=malicious, bar=bar):
-                set_weights(model, ndarrays)
-                loss, acc = evaluate_model(model, data.x_test, data.y_test)
-                now = time.perf_counter()
-                entry = strategy.history[-1] if server_round > 0 and strategy.history else {}
-                row = {"cell": cell.cell_id(), "attempt": attempt, "round": server_round, "accuracy": acc,
-                       "loss": loss, "round_time_s": now - state["t"],
-                       "aggregation_time_s": entry.get("aggregation_time_s"),
-                       "kept": len(entry.get("kept", [])), "dropped": len(entry.get("dropped", {})),
-                       "skipped": entry.get("skipped"), **detection(entry, malicious), **forecast(entry),
-                       **detox_stats(entry, malicious),
-                       "final": server_round == cell.rounds, **{f"cfg_{k}": v for k, v in cell.to_dict().items()}}
-                state["t"] = now
-                writer.append(row)
-                if bar is not None and server_round > 0:
-                    bar.update(1)
-                    bar.set_postfix(acc=f"{acc:.3f}")
+            def evaluate_fn(server_round, ndarrays, config, record=record):
+                hist = strategy.history
+                loss, acc = record(server_round, ndarrays, hist[-1] if server_round > 0 and hist else {})
                 return loss, {"accuracy": acc}
 
-            if cell.strategy.startswith("detox-"):
-                cls, own = Detox, {"a1": cell.strategy.removeprefix("detox-"), **cell.strategy_params}
-            else:
-                cls, own = RobustFedAvg, {"rule": cell.strategy, "rule_params": dict(cell.strategy_params)}
-            strategy = cls(
-                **own, num_malicious_clients=cell.tolerated, server_learning_rate=cell.server_lr,
-                server_momentum=cell.server_momentum, fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=cell.num_clients,
-                min_available_clients=cell.num_clients, initial_parameters=ndarrays_to_parameters(get_weights(model)),
-                on_fit_config_fn=fit_config(cell), evaluate_fn=evaluate_fn,
-            )
+            strategy = make_strategy(cell, get_weights(record.model), evaluate_fn=evaluate_fn)
             server = Server(client_manager=SimpleClientManager(), strategy=strategy)
             start_grid(grid=grid, server=server, config=ServerConfig(num_rounds=cell.rounds))
-            if bar is not None:
-                bar.close()
 
     return main
 
 
+def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress) -> None:
+    """The same round as the Simulation Engine's, in this process, without Ray or messages.
+
+    Clients (honest and malicious, with the same collusion) are called one after another and
+    their replies go through the strategy's own round object (checks, f bound, rule, server
+    momentum, history), so results match the engine's up to client scheduling. For quick
+    research sweeps and the long reproductions on a laptop.
+    """
+    from ..aggregation.detox import detox_assignment
+    from ..models import get_weights
+    from ..strategies.robust_round import client_facts
+
+    key = cell.data_key()
+    record = CellRecorder(cell, key, writer, progress)
+    weights = get_weights(record.model)
+    strategy = make_strategy(cell, weights)
+    record(0, weights, {})
+    on_fit_config = fit_config(cell)
+    for server_round in range(1, cell.rounds + 1):
+        base = on_fit_config(server_round)
+        configs = {pid: dict(base) for pid in range(cell.num_clients)}
+        groups = None
+        if cell.strategy.startswith("detox-"):
+            plan = detox_assignment(list(configs), strategy.group_size, strategy.seed, server_round)
+            configs = {pid: {**base, **extra} for pid, extra in plan.configs.items()}
+            groups = plan.groups
+        entries, sizes, facts = [], {}, {}
+        for pid, config in configs.items():
+            new, num_examples, metrics = scenario_fit(key, pid, [w.copy() for w in weights], config)
+            entries.append((pid, new, None))
+            sizes[pid], facts[pid] = num_examples, client_facts(metrics)
+        new_weights, _, _ = strategy.robust.run(server_round, weights, None, entries, sizes, facts, groups=groups)
+        if new_weights is not None:
+            weights = new_weights
+        record(server_round, weights, strategy.history[-1])
+
+
 def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: bool = True,
-              client_cpus: float = 1.0, quiet: bool = True) -> list[dict]:
-    """Run every unfinished cell; returns the rows of ``results.jsonl`` (all cells)."""
+              client_cpus: float = 1.0, quiet: bool = True, engine: str = "simulation") -> list[dict]:
+    """Run every unfinished cell; returns the rows of ``results.jsonl`` (all cells).
+
+    ``engine="simulation"`` (default): Flower's Simulation Engine, one ``run_simulation`` per
+    data group. ``engine="inprocess"``: :func:`run_cell_inprocess`, no Ray.
+    """
+    if engine not in ("simulation", "inprocess"):
+        raise ValueError(f"unknown engine {engine!r}; choose 'simulation' or 'inprocess'")
     from flwr.server import ServerApp
     from flwr.simulation import run_simulation
 
@@ -262,6 +331,10 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
         flwr_logger.setLevel(logging.WARNING)
     try:
         for key, group in groups.items():
+            if engine == "inprocess":
+                for cell in group:
+                    run_cell_inprocess(cell, writer, bar_factory)
+                continue
             server = ServerApp()
             server.main()(_group_main(group, key, writer, bar_factory))
             run_simulation(server_app=server, client_app=make_client_app(key), num_supernodes=key[3],
