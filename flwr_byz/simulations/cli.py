@@ -25,11 +25,11 @@ def _csv_list(kind=str):
     return lambda s: [kind(x) for x in s.split(",") if x]
 
 
-def _grid(strategies, attacks, num_clients, num_malicious, base: dict) -> list[RunConfig]:
+def _grid(strategies, attacks, num_clients, num_malicious, base: dict, attack_params=None) -> list[RunConfig]:
     cells = []
     for s, a, n, m in itertools.product(strategies, attacks, num_clients, num_malicious):
         cells.append(RunConfig(strategy=s, attack=a, num_clients=n, num_malicious=m if a != "none" else 0,
-                               f=m, **base))
+                               f=m, attack_params=dict(attack_params or {}) if a != "none" else {}, **base))
     return cells
 
 
@@ -99,7 +99,7 @@ def cmd_simulate(args) -> int:
     else:
         cells = _grid(args.strategies or DEMO["strategies"], args.attacks or DEMO["attacks"],
                       args.num_clients or DEMO["num_clients"], args.num_malicious or DEMO["num_malicious"],
-                      _base(args))
+                      _base(args), json.loads(args.attack_params))
     _run(cells, Path(args.out or "results/simulate"), args)
     return 0
 
@@ -118,7 +118,8 @@ def cmd_sweep(args) -> int:
     if missing:
         print(f"sweep: give {', '.join(missing)} (flags or the TOML grid)", file=sys.stderr)
         return 2
-    cells = _grid(grid["strategies"], grid["attacks"], grid["num_clients"], grid["num_malicious"], base)
+    cells = _grid(grid["strategies"], grid["attacks"], grid["num_clients"], grid["num_malicious"], base,
+                  json.loads(args.attack_params))
     _run(cells, Path(args.out or "results/sweep"), args)
     return 0
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--attacks", type=_csv_list(), default=None)
         p.add_argument("--num-clients", type=_csv_list(int), default=None)
         p.add_argument("--num-malicious", type=_csv_list(int), default=None)
+        p.add_argument("--attack-params", default="{}", help='JSON, e.g. \'{"z": 1.5}\' for ALIE')
         if name == "simulate":
             p.add_argument("--config", default=None, help="a JSON file with one RunConfig")
         else:
