@@ -43,6 +43,7 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         self.num_malicious_nodes = int(num_malicious_nodes)
         self._setup_robust(rule, self.num_malicious_nodes, pre_aggregators, rule_params,
                            server_learning_rate, server_momentum)
+        self._sent: list[Message] = []
 
     def summary(self) -> None:
         log(20, "\t├──> flwr-byz: %r", self.robust.aggregator)
@@ -51,7 +52,17 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._current = arrays
+        self._sent = list(self._train_messages(server_round, arrays, config, grid))
+        return self._sent
+
+    def _train_messages(self, server_round, arrays, config, grid) -> Iterable[Message]:
         return super().configure_train(server_round, arrays, config, grid)
+
+    def _node_of(self, reply: Message) -> int:
+        """The node a reply is about. An error reply made by the SuperLink (node gone,
+        timeout) comes *from* the SuperLink; the message it answers names the node."""
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent}
+        return sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
     def _read_reply(self, msg: Message):
         """(arrays, names, weight, metrics) of a reply, or raise ValueError with the reason."""
@@ -74,7 +85,7 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             return None, None
         entries, weights, extra, contents = [], {}, {}, {}
         for msg in replies:
-            nid = msg.metadata.src_node_id
+            nid = self._node_of(msg)
             if msg.has_error():
                 entries.append((nid, None, f"error reply: {msg.error.reason}"))
                 continue
@@ -219,11 +230,11 @@ class Detox(RobustFedAvg):
         self._setup_detox(group_size=group_size, f=num_malicious_nodes, seed=seed, a1=a1, a1_params=a1_params,
                           a0=a0, a0_subsets=a0_subsets, tolerance=tolerance, pre=pre_aggregators)
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+    def _train_messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         from ..aggregation.detox import detox_assignment
 
-        messages = sorted(super().configure_train(server_round, arrays, config, grid),
+        messages = sorted(super()._train_messages(server_round, arrays, config, grid),
                           key=lambda m: m.metadata.dst_node_id)
         nodes = [m.metadata.dst_node_id for m in messages]
         plan = detox_assignment(nodes, self.group_size, self.seed, server_round)

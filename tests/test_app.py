@@ -1,0 +1,121 @@
+"""The Flower App's pieces in-process: pyproject tables, run-config defaults, strategy by
+name, node-config roles, and the ClientApp's train handler (honest, node-config attack,
+run-config simulation scenario)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomli
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from flwr_byz import strategies
+from flwr_byz.app import client_app
+from flwr_byz.app.settings import RUN_DEFAULTS, build_strategy, run_settings
+from flwr_byz.models import get_weights, make_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_declares_the_app_and_its_defaults():
+    from flwr.common.config import validate_config
+
+    config = tomli.loads((ROOT / "pyproject.toml").read_text())
+    valid, errors, _ = validate_config(config, check_module=True, project_dir=ROOT)
+    assert valid, errors
+    assert config["tool"]["flwr"]["app"]["config"] == RUN_DEFAULTS
+    assert "federations" not in config["tool"]["flwr"]  # flwr run would rewrite pyproject.toml
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("MultiKrum", strategies.MultiKrum), ("multi-krum", strategies.MultiKrum), ("multi_krum", strategies.MultiKrum),
+    ("Bulyan", strategies.Bulyan), ("krum", strategies.Krum), ("FedMedian", strategies.FedMedian),
+    ("geometric-median", strategies.GeometricMedian), ("Detox", strategies.Detox),
+    ("FedAvg", strategies.RobustFedAvg), ("centered_clipping", strategies.CenteredClipping),
+])
+def test_strategy_by_name(name, cls):
+    strategy = build_strategy(run_settings({"strategy": name, "f": 1, "min-nodes": 7}))
+    assert type(strategy) is cls
+    assert strategy.min_available_nodes == 7 and strategy.min_train_nodes == 7
+    expected_f = 0 if name == "FedAvg" else 1
+    assert strategy.num_malicious_nodes == expected_f
+
+
+def test_strategy_params_and_errors():
+    params = '{"num_nodes_to_select": 3, "pre": [{"kind": "bucketing", "s": 2}]}'
+    s = build_strategy(run_settings({"strategy": "multi-krum", "f": 2, "strategy-params": params}))
+    assert s.num_nodes_to_select == 3 and s.robust.aggregator.pre[0].kind == "bucketing"
+    t = build_strategy(run_settings({"strategy": "FedTrimmedAvg", "strategy-params": '{"beta": 0.1}'}))
+    assert t.beta == 0.1
+    assert build_strategy(run_settings({"strategy": "detox", "strategy-params": '{"group_size": 5}'})).group_size == 5
+    with pytest.raises(ValueError, match="unknown strategy"):
+        build_strategy(run_settings({"strategy": "best-rule"}))
+    with pytest.raises(ValueError, match="JSON object"):
+        build_strategy(run_settings({"strategy-params": "[1, 2]"}))
+
+
+def test_node_attack_from_node_config():
+    assert client_app.node_attack({"partition-id": 0, "num-partitions": 6}) == ("none", {})
+    attack, params = client_app.node_attack({"partition-id": 0, "num-partitions": 6, "attack": "alie", "attack-z": 1.5,
+                                             "num-malicious": 2, "rendezvous": "127.0.0.1:1"})
+    assert attack == "alie" and params == {"z": 1.5, "num_malicious": 2, "num_clients": 6}
+    attack, params = client_app.node_attack({"num-partitions": 4, "attack": "sign_flip",
+                                             "attack-params": '{"scale": 3.0}'})
+    assert params["scale"] == 3.0
+
+
+@pytest.fixture
+def task_identity():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+def _train(node_config, run_config=None):
+    model = make_model("mlp", (1, 8, 8), 10, seed=0)
+    names = list(model.state_dict().keys())
+    weights = get_weights(model)
+    record = ArrayRecord(dict(zip(names, (Array(w) for w in weights))))
+    msg = Message(content=RecordDict({"arrays": record, "config": ConfigRecord({"server-round": 1})}),
+                  message_type=MessageType.TRAIN, dst_node_id=1)
+    ctx = Context(run_id=7, node_id=1, node_config=node_config, state=RecordDict(),
+                  run_config=run_settings({"local-steps": 2, **(run_config or {})}))
+    reply = client_app.app(msg, ctx)
+    assert not reply.has_error(), reply.error
+    out = reply.content.array_records["arrays"]
+    assert list(out.keys()) == names
+    delta = np.concatenate([(a.numpy() - w).ravel() for a, w in zip(out.values(), weights)])
+    return delta, dict(reply.content.metric_records["metrics"])
+
+
+def test_client_app_honest_and_node_config_attack(task_identity):
+    honest, metrics = _train({"partition-id": 1, "num-partitions": 4})
+    assert metrics["partition-id"] == 1 and metrics["num-examples"] > 0 and "attack.malicious" not in metrics
+    assert np.abs(honest).sum() > 0
+    flipped, metrics = _train({"partition-id": 1, "num-partitions": 4, "attack": "sign_flip", "attack-scale": 2.0})
+    assert metrics["attack.malicious"] == 1
+    np.testing.assert_allclose(flipped, -2.0 * honest, rtol=1e-4, atol=1e-6)
+
+
+def test_client_app_simulation_scenario_from_run_config(task_identity):
+    scenario = {"attack": "sign_flip", "num-malicious": 1}
+    bad, metrics = _train({"partition-id": 0, "num-partitions": 4}, scenario)
+    assert metrics["attack.malicious"] == 1
+    good, metrics = _train({"partition-id": 1, "num-partitions": 4}, scenario)
+    assert "attack.malicious" not in metrics
+    # a node config attack="none" wins over the run config's scenario
+    _, metrics = _train({"partition-id": 0, "num-partitions": 4, "attack": "none"}, scenario)
+    assert "attack.malicious" not in metrics
+
+
+def test_client_app_needs_its_partition(task_identity):
+    model = make_model("mlp", (1, 8, 8), 10)
+    record = ArrayRecord(dict(zip(model.state_dict().keys(), (Array(w) for w in get_weights(model)))))
+    msg = Message(content=RecordDict({"arrays": record, "config": ConfigRecord({})}),
+                  message_type=MessageType.TRAIN, dst_node_id=1)
+    ctx = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config=run_settings({}))
+    with pytest.raises(ValueError, match="partition-id"):
+        client_app.train(msg, ctx)
