@@ -146,3 +146,16 @@ def test_inprocess_engine_matches_the_simulation_engine(tmp_path):
     assert all(abs(sim_acc[k] - inp_acc[k]) <= 1 / n_test for k in sim_acc)
     assert [r.get("forecast_z1") for r in sorted(inp, key=key)] == pytest.approx(
         [r.get("forecast_z1") for r in sorted(sim, key=key)], abs=1e-6)
+
+
+def test_backdoor_cells_report_the_attack_success_rate_every_round(tmp_path):
+    from flwr_byz.simulations.cli import format_table
+    from flwr_byz.simulations.runner import run_cells
+
+    cells = [RunConfig(strategy="mean", attack=a, num_clients=6, num_malicious=1, rounds=2)
+             for a in ("backdoor", "model_replacement")]
+    rows = run_cells(cells, tmp_path, progress=False, engine="inprocess")
+    assert len(rows) == 6 and all(0.0 <= r["asr"] <= 1.0 for r in rows)
+    summary = summarize(rows)
+    assert all(s["final_asr"] is not None for s in summary)
+    assert "ASR" in format_table(summary)

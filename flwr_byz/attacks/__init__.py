@@ -9,6 +9,10 @@ the paper also studies an omniscient attacker (then pass the honest updates too)
 """
 
 from .alie import alie_supporters, alie_update, alie_z_max
+from .backdoor import (
+    PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, attack_success_rate, model_replacement,
+    num_poisoned, poison_batch, replacement_gamma,
+)
 from .classic import (
     GARBAGE_KINDS, constant_update, garbage_updates, gaussian_noise, inner_product_manipulation, sign_flipping,
 )
@@ -17,6 +21,8 @@ from .forecast import alie_forecast
 from .minmax import DIRECTIONS, min_max, min_sum
 
 __all__ = [
+    "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
+    "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
     "DIRECTIONS", "GARBAGE_KINDS", "alie_forecast", "alie_supporters", "alie_update", "alie_z_max",
     "constant_update", "flip_labels", "garbage_updates", "gaussian_noise", "inner_product_manipulation",
     "min_max", "min_sum", "sign_flipping",

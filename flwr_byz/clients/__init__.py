@@ -1,5 +1,6 @@
 """Clients: the honest reference client, malicious wrappers and the collusion mechanism."""
 
+from .backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
 from .collusion import Collusion
 from .mods import alie_mod, attack_mod, constant_mod, garbage_mod, sign_flip_mod
 from .malicious import (
@@ -17,6 +18,7 @@ from .malicious import (
 )
 
 __all__ = [
+    "AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient",
     "ATTACKS", "AlieClient", "Collusion", "ConstantClient", "GarbageClient", "GaussianNoiseClient",
     "IpmClient", "LabelFlipClient", "MaliciousClient", "MinMaxClient", "MinSumClient", "SignFlipClient",
     "alie_mod", "attack_mod", "constant_mod", "garbage_mod", "sign_flip_mod",

@@ -70,6 +70,20 @@ def honest_client(key: tuple, pid: int, config: dict):
     )
 
 
+BACKDOORS = ("backdoor", "model_replacement", "alie_backdoor")
+
+
+def cell_trigger(data, params: dict):
+    """The pixel trigger of a backdoor cell: ``params["trigger"]`` (PixelTrigger fields), by
+    default a 3x3 (8x8 images) or 5x5 square at the top-left, at the data's maximum, target 0.
+    Clients and the server's ASR evaluation both call this, so they agree."""
+    from ..attacks.backdoor import PixelTrigger
+
+    spec = {"size": 3 if data.input_shape[-1] <= 8 else 5, "position": (0, 0),
+            "value": float(data.x_train.max()), "target": 0, **dict(params.get("trigger", {}))}
+    return PixelTrigger(**spec)
+
+
 def scenario_fit(key: tuple, pid: int, parameters, config: dict):
     """What client ``pid`` replies in the round described by ``config``."""
     from ..clients.collusion import Collusion
@@ -80,10 +94,25 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
     attack = str(config.get("attack", "none"))
     if attack != "none" and pid < m:
         params = json.loads(str(config.get("attack-params", "{}")))
-        params.setdefault("num_clients", int(config.get("num-clients", key[3])))
-        params.setdefault("num_malicious", m)
+        n = int(config.get("num-clients", key[3]))
         collusion = Collusion(range(m), lambda p: honest_client(key, p, config), label=str(config.get("cell", "")))
-        client = MaliciousClient(client, attack, collusion=collusion, **params)
+        if attack in BACKDOORS:
+            from ..clients.backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
+
+            trig = cell_trigger(load_partitioned(key)[0], params)
+            fraction = float(params.get("fraction", 0.5))
+            if attack == "backdoor":
+                client = BackdoorClient(client, trig, fraction=fraction)
+            elif attack == "model_replacement":
+                client = ModelReplacementClient(client, trig, gamma=params.get("gamma"), num_clients=n,
+                                                server_lr=float(config.get("server-lr", 1.0)), fraction=fraction)
+            else:
+                client = AlieBackdoorClient(client, trig, collusion=collusion, z=params.get("z"), num_clients=n,
+                                            num_malicious=m, fraction=fraction, alpha=params.get("alpha", 1.0))
+        else:
+            params.setdefault("num_clients", n)
+            params.setdefault("num_malicious", m)
+            client = MaliciousClient(client, attack, collusion=collusion, **params)
     return client.fit(parameters, config)
 
 
@@ -106,6 +135,7 @@ def fit_config(cell: RunConfig):
     def on_fit_config(server_round: int) -> dict:
         return {
             "server-round": server_round, "local-epochs": cell.local_epochs, "local-steps": cell.local_steps,
+            "server-lr": cell.server_lr,
             "batch-size": cell.batch_size,
             "lr": cell.lr, "momentum": cell.momentum, "seed": cell.seed, "attack": cell.attack,
             "num-malicious": cell.num_malicious if cell.attacked else 0, "num-clients": cell.num_clients,
@@ -183,14 +213,14 @@ class ResultsWriter:
 
 
 def result_row(cell: RunConfig, attempt: str, server_round: int, accuracy: float, loss: float,
-               round_time: float, entry: dict) -> dict:
+               round_time: float, entry: dict, extra: dict | None = None) -> dict:
     """One line of results.jsonl: the round's evaluation, its aggregation report, the cell."""
     malicious = set(range(cell.num_malicious)) if cell.attacked else set()
     return {"cell": cell.cell_id(), "attempt": attempt, "round": server_round, "accuracy": accuracy,
             "loss": loss, "round_time_s": round_time, "aggregation_time_s": entry.get("aggregation_time_s"),
             "kept": len(entry.get("kept", [])), "dropped": len(entry.get("dropped", {})),
             "skipped": entry.get("skipped"), **detection(entry, malicious), **forecast(entry),
-            **detox_stats(entry, malicious), "final": server_round == cell.rounds,
+            **detox_stats(entry, malicious), **(extra or {}), "final": server_round == cell.rounds,
             **{f"cfg_{k}": v for k, v in cell.to_dict().items()}}
 
 
@@ -213,8 +243,15 @@ class CellRecorder:
 
         set_weights(self.model, ndarrays)
         loss, acc = evaluate_model(self.model, self.data.x_test, self.data.y_test)
+        extra = {}
+        if self.cell.attack in BACKDOORS:  # server-side attack success rate, every round
+            from .backdoor_eval import evaluate_backdoor
+
+            res = evaluate_backdoor(self.model, self.data, cell_trigger(self.data, self.cell.attack_params))
+            extra["asr"] = res["asr"]
+            LOG.info("round %s: accuracy %.4f, backdoor ASR %.4f", server_round, acc, res["asr"])
         now = time.perf_counter()
-        self.writer.append(result_row(self.cell, self.attempt, server_round, acc, loss, now - self.t, entry))
+        self.writer.append(result_row(self.cell, self.attempt, server_round, acc, loss, now - self.t, entry, extra))
         self.t = now
         if self.bar is not None and server_round > 0:
             self.bar.update(1)
@@ -373,7 +410,7 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
             "cell": cid, "strategy": last["cfg_strategy"], "attack": attack_label(last),
             "num_clients": last["cfg_num_clients"], "num_malicious": last["cfg_num_malicious"],
             "dataset": last["cfg_dataset"], "rounds": last["round"], "final_accuracy": last["accuracy"],
-            "best_accuracy": max(r["accuracy"] for r in rs),
+            "best_accuracy": max(r["accuracy"] for r in rs), "final_asr": last.get("asr"),
             "mean_aggregation_time_s": float(np.mean(agg)) if agg else None,
             "mean_round_time_s": float(np.mean([r["round_time_s"] for r in rs if r["round"] > 0])),
         })

@@ -1,0 +1,306 @@
+"""Backdoor clients: wrap an honest PyTorch NumPyClient and plant a trigger in the global model.
+
+    client = BackdoorClient(honest_client, PixelTrigger(size=2, position=(0, 0), value=1.75, target=0))
+
+Three attacks, each a :class:`flwr.client.NumPyClient` whose ``evaluate`` stays honest:
+
+* :class:`BackdoorClient`: data poisoning. The client trains from the global model on its own
+  data, with exactly ``round(fraction * B)`` samples of every local batch of size B replaced
+  by backdoor samples (stamped and relabelled for a :class:`PixelTrigger`; the chosen
+  samples, relabelled, for a :class:`SampleBackdoor`), and replies honestly with the result.
+* :class:`ModelReplacementClient`: Bagdasaryan et al. (AISTATS 2020). The same poisoned
+  training gives a backdoored model X; the client replies ``G + gamma (X - G)``, gamma =
+  n / eta by default (n clients per round, eta the server learning rate, 1 for FedAvg).
+* :class:`AlieBackdoorClient`: Baruch et al. (NeurIPS 2019), the backdoor variant of ALIE.
+  From the corrupted clients' own honest updates (a
+  :class:`~flwr_byz.clients.collusion.Collusion`) it takes mu and sigma; it trains on the
+  backdoor objective starting from the ALIE point ``G + mu`` (``start="mu"``, as the
+  authors' code does), optionally with the paper's distance term (``alpha < 1``, see
+  below), then clips its update coordinate-wise into ``[mu - z sigma, mu + z sigma]``
+  (:func:`flwr_byz.attacks.backdoor.alie_box_projection`).
+
+The paper's objective for the ALIE backdoor is ``alpha * L_backdoor + (1 - alpha) *
+sum_j ((w_j - a_j) / max(z sigma_j, 1e-5))^2`` with a = G + mu. Its curvature,
+``2 (1 - alpha) / (z sigma_j)^2``, is huge where sigma_j is small, so plain SGD on the sum
+diverges at ordinary learning rates; the distance term is applied here as its exact
+proximal step after every SGD step on ``alpha * L_backdoor`` (``w_j <- (w_j + k_j a_j) / (1
++ k_j)``, ``k_j = 2 lr (1 - alpha) / max(z sigma_j, 1e-5)^2``), which minimises the same
+objective and is stable for any sigma. ``alpha = 1`` (the default) drops the term: the box
+projection alone keeps the update inside the range.
+
+The honest client must expose what :class:`~flwr_byz.clients.honest.TorchClient` does:
+``model`` (a torch module), its training data ``x`` / ``y`` and optionally ``lr``,
+``momentum``, ``batch_size``, ``local_epochs``, ``local_steps``, ``seed``, ``partition_id``
+and ``device``; the round's fit config overrides the hyper-parameters as it does for the
+honest client (``lr``, ``momentum``, ``batch-size``, ``local-epochs``, ``local-steps``).
+Backdoor clients always train on their own partition (DETOX shard keys are ignored).
+
+Replies carry ``attack.*`` metrics: ``attack.malicious`` = 1, ``attack.backdoor`` ("pixel" or
+"sample"), ``attack.backdoor-target``, ``attack.backdoor-fraction``, and per attack
+``attack.gamma`` or ``attack.alie-z`` / ``attack.alie-alpha`` / ``attack.alie-clipped`` (the
+share of coordinates the box projection moved).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from flwr.client import NumPyClient
+from torch import nn
+
+from .. import attacks
+from ..attacks import _common
+from ..attacks import backdoor as bd
+from ..attacks.backdoor import PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, replacement_gamma
+from ..models import get_weights, set_weights
+from ..updates import ModelLayout, apply_update
+from .honest import pick_device, round_seed
+
+LOG = logging.getLogger("flwr_byz.clients")
+
+__all__ = ["AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient", "train_poisoned"]
+
+_POISON_STREAM = 0xB4CD00  # separates the poisoning draws from the data order of the same seed
+
+
+def train_poisoned(model: nn.Module, x: np.ndarray, y: np.ndarray, poison_fn, *, epochs: int = 1,
+                   batch_size: int = 32, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,
+                   seed: int = 0, steps: int | None = None, device: torch.device | None = None,
+                   loss_weight: float = 1.0, prox=None) -> float:
+    """Minibatch SGD where every batch goes through ``poison_fn(xb, yb, rng) -> (xb', yb')``.
+
+    Same data order, batches and stopping rule as :func:`flwr_byz.clients.honest.train_locally`
+    for the same seed (``steps``: stop after that many minibatches). ``rng`` is a NumPy
+    Generator seeded from ``seed``. The loss is ``loss_weight * cross-entropy``; ``prox``,
+    when given, is ``[(param, anchor, k), ...]`` and after every step applies
+    ``param <- (param + k * anchor) / (1 + k)`` (the proximal step of
+    ``sum k / (2 lr) * (param - anchor)^2``). Returns the mean cross-entropy of the last epoch.
+    """
+    device = device or pick_device()
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(int(seed) % (2**63))
+    rng = np.random.default_rng([int(seed) % (2**63), _POISON_STREAM])
+    loss_fn = nn.CrossEntropyLoss()
+    prox = [(p, a.to(device), k.to(device)) for p, a, k in (prox or [])]
+    last, done = 0.0, 0
+    epochs = int(epochs) if steps is None else int(steps)
+    for _ in range(epochs):
+        if steps is not None and done >= steps:
+            break
+        order = torch.randperm(len(x), generator=gen).numpy()
+        total, count = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            if steps is not None and done >= steps:
+                break
+            done += 1
+            idx = order[start : start + batch_size]
+            xb, yb = poison_fn(x[idx], y[idx], rng)
+            xb, yb = torch.as_tensor(xb).to(device), torch.as_tensor(yb).to(device)
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            (loss * loss_weight).backward()
+            opt.step()
+            if prox:
+                with torch.no_grad():
+                    for p, a, k in prox:
+                        p.add_(k * a).div_(1.0 + k)
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+class _BackdoorBase(NumPyClient):
+    """Shared plumbing: honest delegation, hyper-parameters, the poisoned training run."""
+
+    kind = "backdoor"
+
+    def __init__(self, honest: NumPyClient, backdoor, fraction: float):
+        if not isinstance(backdoor, (PixelTrigger, SampleBackdoor)):
+            raise TypeError(f"backdoor must be a PixelTrigger or a SampleBackdoor, got {type(backdoor).__name__}")
+        missing = [a for a in ("model", "x", "y") if not hasattr(honest, a)]
+        if missing:
+            raise TypeError(f"{type(self).__name__} needs an honest client exposing `model`, `x` and `y` "
+                            f"(like TorchClient); missing {missing}")
+        bd.num_poisoned(1, fraction)  # validates fraction in [0, 1]
+        self.honest, self.backdoor, self.fraction = honest, backdoor, float(fraction)
+        if isinstance(backdoor, SampleBackdoor):
+            backdoor._idx(len(honest.y))  # the indices must be local positions in the client's data
+
+    def get_parameters(self, config):
+        return self.honest.get_parameters(config)
+
+    def evaluate(self, parameters, config):
+        return self.honest.evaluate(parameters, config)
+
+    def _metrics(self) -> dict:
+        h = self.honest
+        return {"attack.malicious": 1, "attack.backdoor": "pixel" if isinstance(self.backdoor, PixelTrigger) else "sample",
+                "attack.backdoor-target": int(self.backdoor.target), "attack.backdoor-fraction": self.fraction,
+                "partition-id": int(getattr(h, "partition_id", 0))}
+
+    def _poisoned_data(self):
+        """(x, y, poison_fn) of the round: the local data and the per-batch poisoning."""
+        h, b, fraction = self.honest, self.backdoor, self.fraction
+        x, y = np.asarray(h.x), np.asarray(h.y)
+        if isinstance(b, PixelTrigger):
+            return x, y, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng)
+        y_relabelled = b.relabel(y)
+        return x, y_relabelled, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng, source=(x, y))
+
+    def _train(self, parameters, config, *, start=None, loss_weight: float = 1.0, prox_fn=None):
+        """Train the honest client's model on the poisoned data from ``start`` (default: the
+        global weights); returns (weights, loss). ``prox_fn(model, lr)`` builds ``prox``."""
+        h = self.honest
+        server_round = int(config.get("server-round", 0))
+        seed = round_seed(int(getattr(h, "seed", 0)), server_round, int(getattr(h, "partition_id", 0)))
+        lr = float(config.get("lr", getattr(h, "lr", 0.1)))
+        steps_cfg = int(config.get("local-steps", 0) or 0)
+        steps = steps_cfg if steps_cfg > 0 else getattr(h, "local_steps", None)
+        x, y, poison_fn = self._poisoned_data()
+        model = h.model
+        set_weights(model, parameters if start is None else start)
+        device = getattr(h, "device", None) or pick_device()
+        loss = train_poisoned(
+            model, x, y, poison_fn, epochs=int(config.get("local-epochs", getattr(h, "local_epochs", 1))),
+            batch_size=int(config.get("batch-size", getattr(h, "batch_size", 32))), lr=lr,
+            momentum=float(config.get("momentum", getattr(h, "momentum", 0.0))), seed=seed, steps=steps,
+            device=device, loss_weight=loss_weight, prox=None if prox_fn is None else prox_fn(model, lr),
+        )
+        return get_weights(model), float(loss)
+
+
+class BackdoorClient(_BackdoorBase):
+    """Data-poisoning backdoor: trains with a ``fraction`` of every local batch poisoned
+    (default 0.5) and replies with the resulting weights, unscaled.
+
+    Args:
+        honest: the TorchClient-like client to corrupt (its model and data are used).
+        backdoor: a :class:`PixelTrigger` or a :class:`SampleBackdoor` (indices local to
+            the client's data).
+        fraction: share of each batch replaced by backdoor samples, in [0, 1].
+    """
+
+    def __init__(self, honest, backdoor, fraction: float = 0.5):
+        super().__init__(honest, backdoor, fraction)
+
+    def fit(self, parameters, config):
+        weights, loss = self._train([np.copy(p) for p in parameters], config)
+        return weights, len(self.honest.x), {**self._metrics(), "train_loss": loss}
+
+
+class ModelReplacementClient(_BackdoorBase):
+    """Model replacement (Bagdasaryan et al., AISTATS 2020): ``G + gamma (X - G)``.
+
+    X is the model trained as :class:`BackdoorClient` does. gamma defaults to
+    ``num_clients / server_lr`` (n / eta: FedAvg, eta = 1, over n clients gives the global
+    model X when the other updates sum to about zero).
+
+    Args:
+        honest, backdoor, fraction: as for :class:`BackdoorClient`.
+        gamma: the boost; when None, ``num_clients / server_lr``.
+        num_clients: n, the number of clients aggregated per round.
+        server_lr: eta, the server learning rate (1 for FedAvg).
+    """
+
+    def __init__(self, honest, backdoor, *, gamma: float | None = None, num_clients: int | None = None,
+                 server_lr: float = 1.0, fraction: float = 0.5):
+        super().__init__(honest, backdoor, fraction)
+        if gamma is None:
+            if num_clients is None:
+                raise ValueError("ModelReplacementClient needs gamma, or num_clients (and server_lr) for n / eta")
+            gamma = replacement_gamma(num_clients, server_lr)
+        self.gamma = _common.check_finite_scalar("ModelReplacementClient: gamma", gamma)
+
+    def fit(self, parameters, config):
+        parameters = [np.copy(p) for p in parameters]
+        weights, loss = self._train(parameters, config)
+        layout = ModelLayout.of(parameters)
+        update = layout.flatten(weights).astype(np.float64) - layout.flatten(parameters).astype(np.float64)
+        boosted = bd.model_replacement(update, self.gamma)
+        metrics = {**self._metrics(), "train_loss": loss, "attack.gamma": self.gamma}
+        return apply_update(layout, parameters, boosted), len(self.honest.x), metrics
+
+
+class AlieBackdoorClient(_BackdoorBase):
+    """The ALIE backdoor (Baruch et al., NeurIPS 2019): backdoor training, then the update
+    clipped into ``[mu - z sigma, mu + z sigma]`` of the corrupted clients' honest updates.
+
+    Args:
+        honest, backdoor, fraction: as for :class:`BackdoorClient`.
+        collusion: the corrupted clients' shared honest updates; without one the client's
+            own honest update alone gives mu (sigma = 0: the update is the honest one, and a
+            warning says so).
+        z: box half-width in standard deviations; defaults to ``alie_z_max(num_clients,
+            num_malicious)`` (num_malicious defaults to the collusion's size).
+        alpha: weight of the backdoor loss; ``alpha < 1`` adds the paper's distance term
+            ``(1 - alpha) sum ((w - a) / max(z sigma, 1e-5))^2`` to a = the ALIE point
+            (applied as a proximal step, see the module docstring). In (0, 1].
+        start: "mu" (default) starts the backdoor training from ``G + mu``, as the authors'
+            code does; "global" from the global model.
+    """
+
+    def __init__(self, honest, backdoor, *, collusion=None, z: float | None = None, num_clients: int | None = None,
+                 num_malicious: int | None = None, fraction: float = 0.5, alpha: float = 1.0, start: str = "mu"):
+        super().__init__(honest, backdoor, fraction)
+        if z is None and num_clients is None:
+            raise ValueError("AlieBackdoorClient needs z, or num_clients (and num_malicious) to compute z_max")
+        if z is not None:
+            z = _common.check_finite_scalar("AlieBackdoorClient: z", z, nonnegative=True)
+        alpha = _common.check_finite_scalar("AlieBackdoorClient: alpha", alpha, positive=True)
+        if alpha > 1:
+            raise ValueError(f"AlieBackdoorClient: alpha must lie in (0, 1], got {alpha}")
+        if start not in ("mu", "global"):
+            raise ValueError(f"AlieBackdoorClient: start must be 'mu' or 'global', got {start!r}")
+        self.collusion, self.z, self.num_clients, self.num_malicious = collusion, z, num_clients, num_malicious
+        self.alpha, self.start = alpha, start
+
+    def _own_updates(self, parameters, config) -> np.ndarray:
+        if self.collusion is not None:
+            return self.collusion.honest_updates(parameters, config)
+        LOG.warning("ALIE backdoor without a Collusion: sigma = 0, the honest update is sent unchanged")
+        weights, _, _ = self.honest.fit([np.copy(p) for p in parameters], config)
+        layout = ModelLayout.of(list(parameters))
+        return (layout.flatten(weights) - layout.flatten(parameters))[None, :]
+
+    def fit(self, parameters, config):
+        parameters = [np.copy(p) for p in parameters]
+        layout = ModelLayout.of(parameters)
+        X = self._own_updates(parameters, config)
+        z = self.z
+        if z is None:
+            m = int(self.num_malicious if self.num_malicious is not None else X.shape[0])
+            z = attacks.alie_z_max(int(self.num_clients), m)
+        mu, lo, hi = alie_box(X, z)
+        start = apply_update(layout, parameters, mu.astype(np.float32)) if self.start == "mu" else None
+        prox_fn = None
+        if self.alpha < 1:
+            anchor = layout.flatten(parameters).astype(np.float64) + mu
+            scale = np.maximum(0.5 * (hi - lo), 1e-5)  # z sigma, floored as in the paper
+            prox_fn = self._prox_builder(layout, anchor, scale)
+        weights, loss = self._train(parameters, config, start=start, loss_weight=self.alpha, prox_fn=prox_fn)
+        update = layout.flatten(weights).astype(np.float64) - layout.flatten(parameters).astype(np.float64)
+        projected, clipped = alie_box_projection(update, X, z, return_fraction=True)
+        metrics = {**self._metrics(), "train_loss": loss, "attack.alie-z": float(z),
+                   "attack.alie-alpha": self.alpha, "attack.alie-clipped": clipped}
+        return apply_update(layout, parameters, projected), len(self.honest.x), metrics
+
+    def _prox_builder(self, layout: ModelLayout, anchor: np.ndarray, scale: np.ndarray):
+        alpha = self.alpha
+
+        def build(model: nn.Module, lr: float):
+            names = list(model.state_dict().keys())
+            params = dict(model.named_parameters())
+            out = []
+            for name, lo, hi in zip(names, layout.offsets[:-1], layout.offsets[1:]):
+                if name not in params:
+                    continue  # buffers (BatchNorm statistics) have no gradient step to pair with
+                p = params[name]
+                a = torch.as_tensor(anchor[lo:hi].reshape(p.shape), dtype=p.dtype)
+                k = torch.as_tensor((2.0 * lr * (1.0 - alpha) / scale[lo:hi] ** 2).reshape(p.shape), dtype=p.dtype)
+                out.append((p, a, k))
+            return out
+
+        return build
