@@ -237,7 +237,8 @@ class CellRecorder:
         self.t = time.perf_counter()
         self.bar = progress(total=cell.rounds, desc=f"{cell.strategy} / {cell.attack}") if progress else None
 
-    def __call__(self, server_round: int, ndarrays, entry: dict) -> tuple[float, float]:
+    def __call__(self, server_round: int, ndarrays, entry: dict) -> tuple[float, dict]:
+        """Evaluate, append the row; returns (loss, metrics: accuracy and, for backdoors, asr)."""
         from ..clients.honest import evaluate_model
         from ..models import set_weights
 
@@ -258,7 +259,7 @@ class CellRecorder:
             self.bar.set_postfix(acc=f"{acc:.3f}")
         if self.bar is not None and server_round == self.cell.rounds:
             self.bar.close()
-        return loss, acc
+        return loss, {"accuracy": acc, **extra}
 
 
 def make_strategy(cell: RunConfig, initial_weights, **kwargs):
@@ -291,8 +292,7 @@ def _group_main(cells, key, writer: ResultsWriter, progress):
 
             def evaluate_fn(server_round, ndarrays, config, record=record):
                 hist = strategy.history
-                loss, acc = record(server_round, ndarrays, hist[-1] if server_round > 0 and hist else {})
-                return loss, {"accuracy": acc}
+                return record(server_round, ndarrays, hist[-1] if server_round > 0 and hist else {})
 
             strategy = make_strategy(cell, get_weights(record.model), evaluate_fn=evaluate_fn)
             server = Server(client_manager=SimpleClientManager(), strategy=strategy)
