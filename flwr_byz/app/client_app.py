@@ -118,13 +118,18 @@ def _metrics(values: dict) -> MetricRecord:
                          if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)})
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Local training from the received arrays (honest, or the node's attack)."""
+def _inputs(msg: Message, context: Context):
+    """What both handlers start from: run settings, partition, n, data key, received arrays."""
     settings = run_settings(context.run_config)
     pid, n = _node(context)
     key = data_key(settings, n, str(context.node_config.get("data-root", "") or "") or None)
-    record = _first(msg.content.array_records, "ArrayRecord")
+    return settings, pid, n, key, _first(msg.content.array_records, "ArrayRecord")
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Local training from the received arrays (honest, or the node's attack)."""
+    settings, pid, n, key, record = _inputs(msg, context)
     names = list(record.keys())
     parameters = [a.numpy() for a in record.values()]
     received = dict(_first(msg.content.config_records, "ConfigRecord")) if msg.content.config_records else {}
@@ -152,10 +157,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received arrays on this node's partition (always honest)."""
-    settings = run_settings(context.run_config)
-    pid, n = _node(context)
-    key = data_key(settings, n, str(context.node_config.get("data-root", "") or "") or None)
-    record = _first(msg.content.array_records, "ArrayRecord")
+    settings, pid, n, key, record = _inputs(msg, context)
     client = runner.honest_client(key, pid, train_config(settings))
     loss, num_examples, metrics = client.evaluate([a.numpy() for a in record.values()], {})
     content = RecordDict({"metrics": _metrics({"loss": loss, "num-examples": num_examples, **metrics})})
