@@ -49,6 +49,27 @@ def test_mnist_loader_reads_a_gz_only_root_through_torchvision(tmp_path, monkeyp
     np.testing.assert_allclose(d.x_train[3, 0], expected, rtol=1e-5)
 
 
+def test_hugging_face_dataset_through_flwr_datasets(tmp_path):
+    """A local folder of parquet files, read by flwr-datasets' FederatedDataset like a Hub
+    dataset: image and label columns found by their features, per-channel standardisation."""
+    hf = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    feats = hf.Features({"img": hf.Image(), "label": hf.ClassLabel(names=["a", "b", "c"])})
+    imgs = {}
+    for split, n in (("train", 12), ("test", 4)):
+        imgs[split] = rng.integers(0, 256, (n, 6, 5, 3), dtype=np.uint8)
+        hf.Dataset.from_dict({"img": list(imgs[split]), "label": [(i * 7) % 3 for i in range(n)]},
+                             features=feats).to_parquet(str(tmp_path / f"{split}.parquet"))
+    d = datasets.load_dataset(f"hf:{tmp_path}")
+    assert d.x_train.shape == (12, 3, 6, 5) and d.x_test.shape == (4, 3, 6, 5) and d.num_classes == 3
+    np.testing.assert_array_equal(d.y_train, [(i * 7) % 3 for i in range(12)])
+    ref = imgs["train"].astype(np.float64).transpose(0, 3, 1, 2) / 255
+    mean, std = ref.mean(axis=(0, 2, 3), keepdims=True), ref.std(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(d.x_train, (ref - mean) / std, atol=1e-5)
+    ref_test = imgs["test"].astype(np.float64).transpose(0, 3, 1, 2) / 255
+    np.testing.assert_allclose(d.x_test, (ref_test - mean) / std, atol=1e-5)
+
+
 def test_unknown_dataset_is_refused():
     with pytest.raises(ValueError, match="unknown dataset"):
         datasets.load_dataset("imagenet-22k")
@@ -59,6 +80,17 @@ def test_iid_partitions_cover_every_example_once():
     allidx = np.concatenate(parts)
     assert sorted(allidx.tolist()) == list(range(103))
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_iid_partitions_follow_the_seed():
+    assert all(np.array_equal(a, b) for a, b in zip(iid_partitions(500, 7, seed=3), iid_partitions(500, 7, seed=3)))
+    assert not all(np.array_equal(a, b) for a, b in zip(iid_partitions(500, 7, seed=3), iid_partitions(500, 7, seed=4)))
+
+
+def test_dirichlet_partitions_honour_the_minimum_size():
+    labels = np.repeat(np.arange(10), 50)
+    parts = dirichlet_partitions(labels, 8, alpha=0.3, seed=1, min_size=20)
+    assert min(map(len, parts)) >= 20 and sorted(np.concatenate(parts).tolist()) == list(range(500))
 
 
 def test_dirichlet_partitions_cover_and_skew():
@@ -124,9 +156,13 @@ def test_reproduce_experiments_follow_the_papers_settings():
             assert c.num_malicious == 12 and c.tolerated == (0 if c.strategy == "mean" else 12)
     zs = sorted(c.attack_params["z"] for c in cells if c.attack == "alie" and c.strategy == "krum")
     assert zs == [pytest.approx(alie_z_max(51, 12), abs=1e-4), 1.5]
-    detox = experiment("detox", rounds=3)
+    detox = experiment("detox", rounds=3, data_root="data")
     assert {c.strategy for c in detox} >= {"detox-multi_krum", "detox-bulyan", "detox-signsgd_majority"}
     assert {c.attack for c in detox} == {"none", "alie", "constant"} and all(c.rounds == 3 for c in detox)
+    assert {(c.dataset, c.num_clients) for c in detox} == {("mnist", 45)}
+    digits = experiment("detox")
+    assert {(c.dataset, c.num_clients, c.rounds) for c in digits} == {("digits", 21, 300)}
+    assert "bulyan" not in {c.strategy for c in digits}  # n = 21 < 4f + 3
 
 
 @pytest.mark.timeout(300)

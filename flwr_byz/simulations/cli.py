@@ -143,7 +143,7 @@ def cmd_reproduce(args) -> int:
 def cmd_plot(args) -> int:
     from .plots import plot_results
 
-    files = plot_results(Path(args.results), Path(args.out) if args.out else None)
+    files = plot_results(Path(args.results), Path(args.out) if args.out else None, args.forecast_rounds)
     for f in files:
         print(f)
     return 0
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="PNG plots of a results.jsonl")
     p.add_argument("results", help="results.jsonl or the folder holding it")
     p.add_argument("--out", default=None)
+    p.add_argument("--forecast-rounds", type=int, default=None, help="plot the forecast over the first N rounds")
     p.set_defaults(func=cmd_plot)
     return parser
 

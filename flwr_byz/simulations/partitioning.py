@@ -1,8 +1,12 @@
-"""Splitting a dataset's training set among clients: IID or Dirichlet(alpha) over labels.
+"""Splitting a dataset's training set among clients with flwr-datasets' partitioners.
 
-The same two schemes as flwr-datasets' ``IidPartitioner`` and ``DirichletPartitioner``
-(per-class Dirichlet proportions, redrawn until every client has ``min_size`` examples),
-written in NumPy on index arrays so the embedded datasets need no Hugging Face dataset.
+IID: flwr-datasets' ``IidPartitioner`` on the training set shuffled with ``seed`` (as
+``FederatedDataset`` shuffles before partitioning). Dirichlet(alpha): its
+``DirichletPartitioner`` over the labels (per-class Dirichlet proportions, redrawn until every
+client holds ``min_size`` examples). Both run on a small Hugging Face dataset of
+(example index, label) built from the label array, so every dataset of
+:mod:`flwr_byz.simulations.datasets` (digits and the torchvision ones included) is split by
+the same code, and each partition comes back as the sorted indices of its examples.
 """
 
 from __future__ import annotations
@@ -10,35 +14,42 @@ from __future__ import annotations
 import numpy as np
 
 
+def _index_dataset(labels: np.ndarray):
+    from datasets import Dataset as HFDataset
+
+    return HFDataset.from_dict({"index": np.arange(len(labels), dtype=np.int64), "label": np.asarray(labels)})
+
+
+def _indices(partitioner, num_partitions: int) -> list[np.ndarray]:
+    return [np.sort(np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64)) for i in range(num_partitions)]
+
+
 def iid_partitions(num_examples: int, num_partitions: int, seed: int = 0) -> list[np.ndarray]:
-    """Shuffle, then cut into ``num_partitions`` nearly equal parts."""
+    """Shuffle with ``seed``, then cut into ``num_partitions`` nearly equal parts."""
+    from flwr_datasets.partitioner import IidPartitioner
+
     if num_partitions < 1 or num_partitions > num_examples:
         raise ValueError(f"cannot split {num_examples} examples into {num_partitions} partitions")
-    perm = np.random.default_rng(seed).permutation(num_examples)
-    return [np.sort(p) for p in np.array_split(perm, num_partitions)]
+    partitioner = IidPartitioner(num_partitions=num_partitions)
+    partitioner.dataset = _index_dataset(np.zeros(num_examples, dtype=np.int64)).shuffle(seed=seed)
+    return _indices(partitioner, num_partitions)
 
 
 def dirichlet_partitions(labels: np.ndarray, num_partitions: int, alpha: float, seed: int = 0,
-                         min_size: int = 1, max_tries: int = 100) -> list[np.ndarray]:
+                         min_size: int = 1) -> list[np.ndarray]:
     """Per class, split its examples among clients with proportions ~ Dirichlet(alpha).
 
-    Redrawn (up to ``max_tries``) until every client holds at least ``min_size`` examples,
-    as flwr-datasets' DirichletPartitioner does.
+    flwr-datasets' ``DirichletPartitioner`` (no self-balancing), which redraws until every
+    client holds at least ``min_size`` examples and raises ValueError after 10 tries.
     """
+    from flwr_datasets.partitioner import DirichletPartitioner
+
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    for _ in range(max_tries):
-        parts: list[list[int]] = [[] for _ in range(num_partitions)]
-        for c in np.unique(labels):
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            cuts = (np.cumsum(rng.dirichlet(np.full(num_partitions, alpha))) * len(idx)).astype(int)[:-1]
-            for p, chunk in enumerate(np.split(idx, cuts)):
-                parts[p].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= min_size:
-            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-    raise ValueError(f"could not draw a Dirichlet({alpha}) split with >= {min_size} examples per client")
+    partitioner = DirichletPartitioner(num_partitions=num_partitions, partition_by="label", alpha=float(alpha),
+                                       min_partition_size=min_size, self_balancing=False, shuffle=True, seed=seed)
+    partitioner.dataset = _index_dataset(labels)
+    return _indices(partitioner, num_partitions)
 
 
 def partition(labels: np.ndarray, num_partitions: int, scheme: str = "iid", alpha: float = 0.5,

@@ -13,8 +13,9 @@ def _latest_attempts(rows: list[dict]) -> list[dict]:
     return [r for r in rows if latest.get(r["cell"]) == r["attempt"]]
 
 
-def plot_results(results: Path, out_dir: Path | None = None) -> list[Path]:
-    """Write ``accuracy.png`` (and ``forecast.png`` when present); return the files written."""
+def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: int | None = None) -> list[Path]:
+    """Write ``accuracy.png`` (and ``forecast.png`` when present, over the first
+    ``forecast_rounds`` rounds if given); return the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,9 +52,10 @@ def plot_results(results: Path, out_dir: Path | None = None) -> list[Path]:
     if fc:
         fig, ax = plt.subplots(figsize=(6, 4))
         cell = fc[0]["cell"]
-        rs = sorted((r for r in fc if r["cell"] == cell), key=lambda r: r["round"])
-        for key in sorted({k for r in rs for k in r if k.startswith("forecast_")}):
-            ax.plot([r["round"] for r in rs], [r.get(key) for r in rs], label=key.replace("forecast_", "z = ").replace("z", "z", 1))
+        rs = sorted((r for r in fc if r["cell"] == cell and r["round"] <= (forecast_rounds or r["round"])),
+                    key=lambda r: r["round"])
+        for key in sorted({k for r in rs for k in r if k.startswith("forecast_")}, key=lambda k: float(k[10:])):
+            ax.plot([r["round"] for r in rs], [r.get(key) for r in rs], label="z = " + key.removeprefix("forecast_z"))
         ax.set_xlabel("round")
         ax.set_ylabel("fraction of coordinates with |mu| < z sigma")
         ax.set_title(f"ALIE forecast ({rs[0]['cfg_strategy']})")

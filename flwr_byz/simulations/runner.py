@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +47,19 @@ def load_partitioned(key: tuple):
     return _CACHE[key]
 
 
-def detox_shard(key: tuple, shard: int, num_shards: int):
-    """DETOX shard ``shard`` of ``num_shards``: a seeded IID split of the whole training set,
-    the same on every client (the data replication DETOX assumes)."""
+@lru_cache(maxsize=4)
+def _detox_shards(key: tuple, num_shards: int) -> list[np.ndarray]:
     from .partitioning import iid_partitions
 
     data, _ = load_partitioned(key)
-    idx = iid_partitions(len(data.y_train), num_shards, seed=key[-1])[shard]
+    return iid_partitions(len(data.y_train), num_shards, seed=key[-1])
+
+
+def detox_shard(key: tuple, shard: int, num_shards: int):
+    """DETOX shard ``shard`` of ``num_shards``: a seeded IID split of the whole training set,
+    the same on every client (the data replication DETOX assumes)."""
+    data, _ = load_partitioned(key)
+    idx = _detox_shards(key, num_shards)[shard]
     return data.x_train[idx], data.y_train[idx]
 
 
