@@ -47,9 +47,11 @@ def case(n: int, d: int, r: int, f: int, seed: int = 0):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "detox.json"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/detox.json, "
+                   "or detox_quick.json with --quick)")
     args = p.parse_args(argv)
+    args.out = args.out or str(Path(__file__).parent / "results" / ("detox_quick.json" if args.quick else "detox.json"))
     ns, d, r = ((27, 45), 100_000, 3) if args.quick else ((99, 243), 1_000_000, 3)
     rows = []
     print(f"{'rule':<12}{'n':>5}{'f':>4}{'plain s':>10}{'detox s':>10}{'speed-up':>10}{'target':>8}")

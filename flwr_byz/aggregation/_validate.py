@@ -26,12 +26,15 @@ class ByzantineBoundError(ValueError):
     """Raised when a rule cannot tolerate ``f`` Byzantine clients among ``n`` inputs."""
 
 
-def as_update_matrix(updates) -> np.ndarray:
+def as_update_matrix(updates, *, check_finite: bool = True) -> np.ndarray:
     """Return ``updates`` as a C-contiguous floating (n, d) matrix, checked.
 
     float32 and float64 inputs keep their dtype (float64 is what the reference tests use);
     any other real dtype is converted to float32. Raises ``ValueError`` naming the first
-    row that holds NaN or Inf.
+    row that holds NaN or Inf. ``check_finite=False`` leaves that scan to the caller: the
+    rules whose first pass over X propagates any NaN or Inf into a small result (the Gram
+    matrix of the distance rules, the mean) check that result and only then scan X
+    (:func:`raise_if_nonfinite`), which saves a pass over X on valid input.
     """
     X = np.asarray(updates)
     if X.ndim != 2:
@@ -43,10 +46,16 @@ def as_update_matrix(updates) -> np.ndarray:
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float32)
     X = np.ascontiguousarray(X)
+    if check_finite:
+        raise_if_nonfinite(X)
+    return X
+
+
+def raise_if_nonfinite(X: np.ndarray) -> None:
+    """Raise ``ValueError`` naming the first row of ``X`` that holds NaN or Inf."""
     bad = nonfinite_rows(X)
     if bad.size:
         raise ValueError(f"update of client {int(bad[0])} holds NaN or Inf values")
-    return X
 
 
 def nonfinite_rows(X: np.ndarray) -> np.ndarray:

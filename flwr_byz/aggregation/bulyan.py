@@ -25,7 +25,6 @@ import numpy as np
 
 from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
 from .distances import pairwise_sq_distances
-from .coordinate import coordinate_median
 from .krum import krum_scores
 from .report import AggregationReport
 
@@ -46,19 +45,34 @@ def iterated_krum_selection(D: np.ndarray, f: int, theta: int) -> list[int]:
 def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
     """Per coordinate, the mean of the beta values of X[rows] closest to their median.
 
-    The selected rows are gathered one column chunk at a time (no copy of the selection).
+    In one dimension the beta values closest to a point are consecutive in sorted order,
+    and they include a middle value (the median is between the two middle values). So per
+    coordinate only the sorted positions within beta - 1 of the middle matter: one
+    partition at the middle, one on each side to bring those neighbours next to it, a sort
+    of that small band, then the window of beta consecutive band values whose farther end
+    is nearest the median. The selected rows are gathered one column chunk at a time (no
+    copy of the selection). Ties at equal distance go to the lower values.
     """
     rows = np.sort(np.asarray(rows))
     theta, d = rows.size, X.shape[1]
     out = np.empty(d, dtype=X.dtype)
+    lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
+    b0, b1 = max(lo - beta + 1, 0), min(hi + beta - 1, theta - 1)  # the band around them
+    starts = np.arange(b0, min(hi, theta - beta) + 1) - b0  # windows holding a middle value
     for a in range(0, d, CHUNK_COLUMNS):
         # (c, theta): one row per coordinate, contiguous, so every step below is along rows
         block = np.ascontiguousarray(X[rows, a : a + CHUNK_COLUMNS].T)
         if beta < theta:
-            med = coordinate_median(block.T)  # the chunk's (c,) medians
-            dist = np.abs(block - med[:, None])
-            idx = np.argpartition(dist, beta - 1, axis=1)[:, :beta]
-            block = np.take_along_axis(block, idx, axis=1)
+            block.partition(hi, axis=1)
+            if b0 < hi:
+                block[:, :hi].partition(b0, axis=1)
+            if b1 > hi:
+                block[:, hi + 1 :].partition(b1 - hi - 1, axis=1)
+            block = np.sort(block[:, b0 : b1 + 1], axis=1)
+            med = 0.5 * (block[:, lo - b0].astype(np.float64) + block[:, hi - b0])
+            reach = np.maximum(med[:, None] - block[:, starts], block[:, starts + beta - 1] - med[:, None])
+            first = starts[np.argmin(reach, axis=1)]
+            block = np.take_along_axis(block, first[:, None] + np.arange(beta), axis=1)
         out[a : a + CHUNK_COLUMNS] = block.mean(axis=1, dtype=np.float64)
     return out
 
@@ -72,7 +86,7 @@ def bulyan(updates, *, f: int, return_report: bool = False):
         return_report: also return an :class:`AggregationReport` (the theta selected indices
             in selection order; ``details`` holds theta and beta).
     """
-    X = as_update_matrix(updates)
+    X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
     n = X.shape[0]
     check_f("bulyan", n, f, minimum_n=4 * f + 3, formula="4f + 3")
     theta = n - 2 * f

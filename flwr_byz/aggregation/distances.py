@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS
+from ._validate import CHUNK_COLUMNS, raise_if_nonfinite
 from .coordinate import coordinate_median
 
 # An off-diagonal entry below this fraction of |c_i|^2 + |c_j|^2 (c = centred rows) is not
@@ -34,13 +34,15 @@ _RESOLVED_FRACTION = 1e-2
 def _centred_gram(X: np.ndarray, chunk_columns: int, robust: bool) -> np.ndarray:
     n, d = X.shape
     G = np.zeros((n, n), dtype=np.float64)
+    buf = np.empty((n, min(chunk_columns, d)), dtype=X.dtype)  # reused: no fresh pages per chunk
+    average = np.full(n, 1.0 / n, dtype=X.dtype)
     for a in range(0, d, chunk_columns):
         block = X[:, a : a + chunk_columns]
-        if robust:
-            centre = coordinate_median(block).astype(X.dtype)
-        else:
-            centre = block.mean(axis=0, dtype=np.float64).astype(X.dtype)
-        centred = block - centre
+        centred = buf[:, : block.shape[1]]
+        # Any centre common to all rows leaves the distances unchanged; the column mean (one
+        # matrix-vector product) keeps the centred norms of the order of the spread.
+        centre = coordinate_median(block).astype(X.dtype) if robust else average @ block
+        np.subtract(block, centre, out=centred)
         G += centred @ centred.T
     return G
 
@@ -75,10 +77,17 @@ def _distances_from_gram(X: np.ndarray, G: np.ndarray) -> tuple[np.ndarray, bool
 def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = CHUNK_COLUMNS) -> np.ndarray:
     """Return the symmetric (n, n) float64 matrix of squared distances between rows of X.
 
-    Extra memory: one (n, chunk_columns) block plus O(n^2), whatever d is.
+    Extra memory: one (n, chunk_columns) block plus O(n^2), whatever d is. A NaN or Inf
+    anywhere in X reaches the first pass's Gram matrix (through the column mean), so X need
+    not be scanned beforehand: a non-finite Gram matrix triggers the scan, which raises
+    ``ValueError`` naming the client (a finite X whose products overflowed goes on to the
+    median-centred pass).
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        D, unreliable = _distances_from_gram(X, _centred_gram(X, chunk_columns, robust=False))
+        G = _centred_gram(X, chunk_columns, robust=False)
+        if not np.isfinite(G).all():
+            raise_if_nonfinite(X)
+        D, unreliable = _distances_from_gram(X, G)
         if unreliable:
             D, _ = _distances_from_gram(X, _centred_gram(X, chunk_columns, robust=True))
     return D

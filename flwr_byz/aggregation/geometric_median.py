@@ -73,7 +73,7 @@ def geometric_median(
     beta = alpha / np.maximum(nu, dist)
     for iterations in range(1, maxiter + 1):
         beta = alpha / np.maximum(nu, dist)
-        v = weighted_mean(X, beta)
+        v = weighted_mean(X, beta, float64=True)
         dist = distances_to(X, v)
         new_objective = float(alpha @ dist)
         converged = abs(objective - new_objective) <= ftol * max(new_objective, np.finfo(float).tiny)
