@@ -156,11 +156,6 @@ def test_detox_in_the_simulation_engine_honest_members_agree(tmp_path):
     assert all(r["detox_groups_won"] == 3 for r in clean)
 
 
-def _tail_accuracy(rows, cell, last=20):
-    acc = sorted((r["round"], r["accuracy"]) for r in rows if r["cell"] == cell.cell_id())
-    return float(np.mean([a for _, a in acc[-last:]]))
-
-
 @pytest.mark.timeout(900)
 def test_detox_on_digits_keeps_the_accuracy_that_the_plain_rules_lose(tmp_path):
     """The DETOX paper's claim on the embedded digits, n = 21, r = 3, m = 5 (the cells of
@@ -175,12 +170,12 @@ def test_detox_on_digits_keeps_the_accuracy_that_the_plain_rules_lose(tmp_path):
     0.97 -> 0.97; signSGD 0.963 -> 0.889, DETOX + signSGD 0.967 -> 0.952.
     """
     from flwr_byz.simulations.reproduce import experiment
-    from flwr_byz.simulations.runner import run_cells
+    from flwr_byz.simulations.runner import run_cells, summarize
 
     cells = [c for c in experiment("detox") if c.attack_params.get("z", 1.5) == 1.5]
     assert len(cells) == 8
     rows = run_cells(cells, tmp_path, progress=False, engine="inprocess")
-    acc = {(c.strategy, c.attack): _tail_accuracy(rows, c) for c in cells}
+    acc = {(s["strategy"], s["attack"].split("(")[0]): s["tail_accuracy"] for s in summarize(rows, cells)}
     assert acc["multi_krum", "none"] - acc["multi_krum", "alie"] > 0.05
     assert acc["detox-multi_krum", "none"] - acc["detox-multi_krum", "alie"] < 0.02
     assert acc["detox-multi_krum", "alie"] > acc["multi_krum", "alie"] + 0.05

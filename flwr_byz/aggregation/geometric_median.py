@@ -30,12 +30,21 @@ from .report import AggregationReport
 
 
 def distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """|x_i - v| for every row, computed directly (no Gram trick), chunked, in float64."""
+    """|x_i - v| for every row, computed directly (no Gram trick), chunked.
+
+    The differences are exact when x_i is within a factor two of v (Sterbenz), so nearly
+    equal updates do not cancel; each chunk's sums of squares (positive terms: no
+    cancellation either) run in X's precision and are accumulated across chunks in float64.
+    Each row's distance depends on that row alone, never on the order of the rows.
+    """
     n, d = X.shape
     sq = np.zeros(n)
+    buf = np.empty((n, min(CHUNK_COLUMNS, d)), dtype=X.dtype)  # reused: no fresh pages per chunk
     for a in range(0, d, CHUNK_COLUMNS):
-        diff = X[:, a : a + CHUNK_COLUMNS] - v[a : a + CHUNK_COLUMNS]
-        sq += np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+        block = X[:, a : a + CHUNK_COLUMNS]
+        diff = buf[:, : block.shape[1]]
+        np.subtract(block, v[a : a + CHUNK_COLUMNS], out=diff)
+        sq += np.einsum("ij,ij->i", diff, diff)
     return np.sqrt(sq)
 
 

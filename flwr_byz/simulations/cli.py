@@ -34,7 +34,8 @@ def _grid(strategies, attacks, num_clients, num_malicious, base: dict, attack_pa
 
 
 def format_table(summary: list[dict]) -> str:
-    head = f"{'strategy':<24}{'attack':<16}{'n':>4}{'m':>4}{'rounds':>8}{'final acc':>11}{'best acc':>10}{'agg ms':>9}"
+    head = (f"{'strategy':<24}{'attack':<16}{'n':>4}{'m':>4}{'rounds':>8}{'final acc':>11}{'last-20':>9}"
+            f"{'best acc':>10}{'agg ms':>9}")
     with_asr = any(s.get("final_asr") is not None for s in summary)
     head += f"{'ASR':>7}" if with_asr else ""
     lines = [head, "-" * len(head)]
@@ -42,7 +43,8 @@ def format_table(summary: list[dict]) -> str:
         agg = "" if s["mean_aggregation_time_s"] is None else f"{1000 * s['mean_aggregation_time_s']:.1f}"
         asr = "" if s.get("final_asr") is None else f"{s['final_asr']:.3f}"
         lines.append(f"{s['strategy']:<24}{s['attack']:<16}{s['num_clients']:>4}{s['num_malicious']:>4}"
-                     f"{s['rounds']:>8}{s['final_accuracy']:>11.3f}{s['best_accuracy']:>10.3f}{agg:>9}"
+                     f"{s['rounds']:>8}{s['final_accuracy']:>11.3f}{s['tail_accuracy']:>9.3f}"
+                     f"{s['best_accuracy']:>10.3f}{agg:>9}"
                      + (f"{asr:>7}" if with_asr else ""))
     return "\n".join(lines)
 

@@ -395,8 +395,14 @@ def attack_label(row: dict) -> str:
     return f"{row['cfg_attack']}({inner})" if inner else row["cfg_attack"]
 
 
+TAIL_ROUNDS = 20
+
+
 def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[dict]:
-    """One summary per finished cell: final and best accuracy of its latest attempt."""
+    """One summary per finished cell of its latest attempt: final and best accuracy, and
+    ``tail_accuracy``, the mean over the last :data:`TAIL_ROUNDS` evaluated rounds (under
+    ALIE the accuracy swings by tens of points from round to round: the last round alone is
+    a noisy verdict)."""
     by_cell: dict[str, list[dict]] = {}
     for r in rows:
         by_cell.setdefault(r["cell"], []).append(r)
@@ -416,7 +422,9 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
             "cell": cid, "strategy": last["cfg_strategy"], "attack": attack_label(last),
             "num_clients": last["cfg_num_clients"], "num_malicious": last["cfg_num_malicious"],
             "dataset": last["cfg_dataset"], "rounds": last["round"], "final_accuracy": last["accuracy"],
-            "best_accuracy": max(r["accuracy"] for r in rs), "final_asr": last.get("asr"),
+            "best_accuracy": max(r["accuracy"] for r in rs),
+            "tail_accuracy": float(np.mean([r["accuracy"] for r in rs if r["round"] > 0][-TAIL_ROUNDS:] or [last["accuracy"]])),
+            "final_asr": last.get("asr"),
             "mean_aggregation_time_s": float(np.mean(agg)) if agg else None,
             "mean_round_time_s": float(np.mean([r["round_time_s"] for r in rs if r["round"] > 0])),
         })
