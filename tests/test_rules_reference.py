@@ -492,6 +492,13 @@ def test_byzantine_bound(rule, f):
             fn(np.vstack([X[:-1]] * 1)[: max(need - 1 - f, 1)], f=f)
 
 
+@pytest.mark.parametrize("rule", sorted(BOUNDS))
+@pytest.mark.parametrize("f", ["1", 1.0, -1, True])
+def test_f_that_is_not_a_count_is_refused_by_name(rule, f):
+    with pytest.raises(ValueError, match=f"{rule}: f must be a non-negative integer"):
+        RULES[rule](random_updates(0, 12, 3), f=f)
+
+
 def test_mean_tolerates_no_byzantine_client():
     X = random_updates(0, 10, 3)
     with pytest.raises(ByzantineBoundError):

@@ -79,11 +79,14 @@ def as_weights(weights, n: int) -> np.ndarray | None:
     return w
 
 
-def check_f(rule: str, n: int, f: int, *, minimum_n: int, formula: str) -> None:
-    """Raise ``ByzantineBoundError`` unless ``n >= minimum_n`` (``formula`` names the bound)."""
+def check_f(rule: str, n: int, f: int, *, a: int, b: int, formula: str | None = None) -> None:
+    """Raise unless f is a non-negative integer (``ValueError``) and ``n >= a * f + b``
+    (``ByzantineBoundError``; ``formula`` names the bound, by default "af + b")."""
     if not isinstance(f, (int, np.integer)) or isinstance(f, bool) or f < 0:
         raise ValueError(f"{rule}: f must be a non-negative integer, got {f!r}")
+    minimum_n = a * int(f) + b
     if n < minimum_n:
+        formula = formula or f"{a if a != 1 else ''}f + {b}"
         raise ByzantineBoundError(
             f"{rule} needs n >= {formula} = {minimum_n} updates to tolerate f={f} "
             f"Byzantine clients, got n={n}"

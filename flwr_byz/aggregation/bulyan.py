@@ -88,7 +88,7 @@ def bulyan(updates, *, f: int, return_report: bool = False):
     """
     X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
     n = X.shape[0]
-    check_f("bulyan", n, f, minimum_n=4 * f + 3, formula="4f + 3")
+    check_f("bulyan", n, f, a=4, b=3)
     theta = n - 2 * f
     beta = theta - 2 * f
     chosen = iterated_krum_selection(pairwise_sq_distances(X), f, theta)

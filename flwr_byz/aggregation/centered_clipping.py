@@ -43,7 +43,7 @@ def centered_clipping(
     """
     X = as_update_matrix(updates)
     n, d = X.shape
-    check_f("centered_clipping", n, f, minimum_n=2 * f + 1, formula="2f + 1")
+    check_f("centered_clipping", n, f, a=2, b=1)
     if not tau > 0:
         raise ValueError(f"centered_clipping: tau must be > 0, got {tau}")
     if iterations < 1:

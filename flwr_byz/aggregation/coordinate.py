@@ -41,7 +41,7 @@ def median(updates, *, f: int = 0, return_report: bool = False):
     """
     X = as_update_matrix(updates)
     n = X.shape[0]
-    check_f("median", n, f, minimum_n=2 * f + 1, formula="2f + 1")
+    check_f("median", n, f, a=2, b=1)
     agg = coordinate_median(X)
     return (agg, AggregationReport("median", n, f)) if return_report else agg
 
@@ -60,7 +60,7 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
     """
     X = as_update_matrix(updates)
     n, d = X.shape
-    check_f("trimmed_mean", n, f, minimum_n=2 * f + 1, formula="2f + 1")
+    check_f("trimmed_mean", n, f, a=2, b=1)
     if f == 0:
         agg = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
     else:

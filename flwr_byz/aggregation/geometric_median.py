@@ -72,7 +72,7 @@ def geometric_median(
     """
     X = as_update_matrix(updates)
     n = X.shape[0]
-    check_f("geometric_median", n, f, minimum_n=2 * f + 1, formula="2f + 1")
+    check_f("geometric_median", n, f, a=2, b=1)
     alpha = as_weights(weights, n)
     alpha = np.full(n, 1.0 / n) if alpha is None else alpha / alpha.sum()
     v = coordinate_median(X)  # robust start (see the module docstring)

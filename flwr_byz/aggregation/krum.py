@@ -47,7 +47,7 @@ def krum(updates, *, f: int, return_report: bool = False):
     """
     X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
     n = X.shape[0]
-    check_f("krum", n, f, minimum_n=2 * f + 3, formula="2f + 3")
+    check_f("krum", n, f, a=2, b=3)
     scores = krum_scores(pairwise_sq_distances(X), f)
     best = int(_ranked(scores)[0])
     agg = X[best].copy()
@@ -72,7 +72,7 @@ def multi_krum(updates, *, f: int, m: int | None = None, weights=None, return_re
     """
     X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
     n = X.shape[0]
-    check_f("multi_krum", n, f, minimum_n=2 * f + 3, formula="2f + 3")
+    check_f("multi_krum", n, f, a=2, b=3)
     m = n - f if m is None else int(m)
     if not 1 <= m <= n:
         raise ValueError(f"multi_krum: m must be in [1, n={n}], got {m}")

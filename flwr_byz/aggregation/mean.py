@@ -49,7 +49,7 @@ def mean(updates, *, weights=None, f: int = 0, return_report: bool = False):
     X = as_update_matrix(updates, check_finite=False)
     n = X.shape[0]
     if f != 0:
-        check_f("mean", n, f, minimum_n=n + 1, formula="(no tolerance: f must be 0)")
+        check_f("mean", n, f, a=0, b=n + 1, formula="(no tolerance: f must be 0)")
     w = as_weights(weights, n)
     agg = weighted_mean(X, w)
     if not np.isfinite(agg).all():  # a NaN or Inf in X (0 * Inf is NaN: zero weights too)

@@ -59,7 +59,7 @@ def nearest_neighbor_mixing(updates, *, f: int) -> np.ndarray:
     """NNM: each update becomes the mean of its n - f nearest updates, itself included."""
     X = as_update_matrix(updates)
     n, d = X.shape
-    check_f("nearest_neighbor_mixing", n, f, minimum_n=f + 1, formula="f + 1")
+    check_f("nearest_neighbor_mixing", n, f, a=1, b=1)
     D = pairwise_sq_distances(X)
     k = n - f
     order = np.argsort(D + np.diag(np.full(n, -1.0)), axis=1, kind="stable")[:, :k]  # self first

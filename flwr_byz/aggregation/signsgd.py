@@ -27,7 +27,7 @@ def sign_majority_vote(updates, *, f: int = 0, server_lr: float = 1e-3, return_r
     """
     X = as_update_matrix(updates)
     n, d = X.shape
-    check_f("signsgd_majority", n, f, minimum_n=2 * f + 1, formula="2f + 1")
+    check_f("signsgd_majority", n, f, a=2, b=1)
     agg = np.empty(d, dtype=X.dtype)
     agree = np.zeros(n)
     for a in range(0, d, CHUNK_COLUMNS):
