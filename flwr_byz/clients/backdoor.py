@@ -56,7 +56,7 @@ from ..attacks import backdoor as bd
 from ..attacks.backdoor import PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, replacement_gamma
 from ..models import get_weights, set_weights
 from ..updates import ModelLayout, apply_update
-from .honest import pick_device, round_seed
+from .honest import pick_device, round_seed, train_locally
 
 LOG = logging.getLogger("flwr_byz.clients")
 
@@ -79,37 +79,18 @@ def train_poisoned(model: nn.Module, x: np.ndarray, y: np.ndarray, poison_fn, *,
     ``sum k / (2 lr) * (param - anchor)^2``). Returns the mean cross-entropy of the last epoch.
     """
     device = device or pick_device()
-    model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(int(seed) % (2**63))
     rng = np.random.default_rng([int(seed) % (2**63), _POISON_STREAM])
-    loss_fn = nn.CrossEntropyLoss()
     prox = [(p, a.to(device), k.to(device)) for p, a, k in (prox or [])]
-    last, done = 0.0, 0
-    epochs = int(epochs) if steps is None else int(steps)
-    for _ in range(epochs):
-        if steps is not None and done >= steps:
-            break
-        order = torch.randperm(len(x), generator=gen).numpy()
-        total, count = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            if steps is not None and done >= steps:
-                break
-            done += 1
-            idx = order[start : start + batch_size]
-            xb, yb = poison_fn(x[idx], y[idx], rng)
-            xb, yb = torch.as_tensor(xb).to(device), torch.as_tensor(yb).to(device)
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            (loss * loss_weight).backward()
-            opt.step()
-            if prox:
-                with torch.no_grad():
-                    for p, a, k in prox:
-                        p.add_(k * a).div_(1.0 + k)
-            total, count = total + loss.item() * len(idx), count + len(idx)
-        last = total / max(count, 1)
-    return last
+
+    @torch.no_grad()
+    def proximal_step():
+        for p, a, k in prox:
+            p.add_(k * a).div_(1.0 + k)
+
+    return train_locally(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, seed=seed, steps=steps, device=device,
+                         batch_fn=lambda xb, yb: poison_fn(xb, yb, rng), loss_weight=loss_weight,
+                         after_step=proximal_step if prox else None)
 
 
 class _BackdoorBase(NumPyClient):

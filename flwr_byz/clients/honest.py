@@ -26,34 +26,46 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def train_locally(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int = 32,
                   lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0, seed: int = 0,
-                  steps: int | None = None, device: torch.device | None = None) -> float:
+                  steps: int | None = None, device: torch.device | None = None, batch_fn=None,
+                  loss_weight: float = 1.0, after_step=None) -> float:
     """Plain minibatch SGD on (x, y); returns the mean training loss of the last epoch.
 
     ``steps`` stops after that many minibatches (``steps=1``: the update is one stochastic
-    gradient step, the distributed-SGD setting of the ALIE and DETOX papers)."""
+    gradient step, the distributed-SGD setting of the ALIE and DETOX papers). The data
+    order is drawn from a torch generator seeded with ``seed``.
+
+    Hooks, for the attacks that train (:mod:`flwr_byz.clients.backdoor`): ``batch_fn(xb, yb)
+    -> (xb, yb)`` rewrites every NumPy minibatch before it reaches the model, the loss is
+    scaled by ``loss_weight`` (the reported loss is not), and ``after_step()`` runs after
+    every optimiser step.
+    """
     device = device or pick_device()
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(int(seed) % (2**63))
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     loss_fn = nn.CrossEntropyLoss()
     last, done = 0.0, 0
     epochs = int(epochs) if steps is None else int(steps)  # every epoch has at least one batch
     for _ in range(epochs):
         if steps is not None and done >= steps:
             break
-        order = torch.randperm(len(xt), generator=gen)
+        order = torch.randperm(len(x), generator=gen).numpy()
         total, count = 0.0, 0
-        for start in range(0, len(xt), batch_size):
+        for start in range(0, len(x), batch_size):
             if steps is not None and done >= steps:
                 break
             done += 1
             idx = order[start : start + batch_size]
-            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            xb, yb = x[idx], y[idx]
+            if batch_fn is not None:
+                xb, yb = batch_fn(xb, yb)
+            xb, yb = torch.as_tensor(xb).to(device), torch.as_tensor(yb).to(device)
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)
-            loss.backward()
+            (loss if loss_weight == 1.0 else loss * loss_weight).backward()
             opt.step()
+            if after_step is not None:
+                after_step()
             total, count = total + loss.item() * len(idx), count + len(idx)
         last = total / max(count, 1)
     return last
