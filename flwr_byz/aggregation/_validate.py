@@ -11,14 +11,19 @@ import numpy as np
 CHUNK_COLUMNS = 60_000
 
 
-def columns_partitioned(block: np.ndarray, kth) -> np.ndarray:
-    """The (c, n) transpose of an (n, c) column block, each row partitioned at ``kth``.
+def columns_sorted(block: np.ndarray, buf: np.ndarray | None = None) -> np.ndarray:
+    """The (c, n) transpose of an (n, c) column block, each row sorted.
 
-    Partitioning along contiguous rows of the transposed copy is several times faster than
-    ``np.partition(block, kth, axis=0)`` and costs the same one copy.
+    Sorting along contiguous rows of a transposed copy is much faster than any operation
+    along axis 0; and at the row lengths of a federated round (tens to hundreds of clients)
+    numpy's vectorised sort (numpy >= 2) is as fast as a single ``np.partition``, so the
+    coordinate rules take every order statistic they need from one sort. ``buf``, an array
+    of at least (c, n), is reused for the copy (no fresh pages per chunk).
     """
-    out = np.array(block.T, order="C", copy=True)  # never a view: the partition is in place
-    out.partition(kth, axis=1)
+    c = block.shape[1]
+    out = np.empty((c, block.shape[0]), dtype=block.dtype) if buf is None else buf[:c]
+    np.copyto(out, block.T)
+    out.sort(axis=1)
     return out
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
+from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f, columns_sorted
 from .distances import pairwise_sq_distances
 from .krum import krum_scores
 from .report import AggregationReport
@@ -45,35 +45,36 @@ def iterated_krum_selection(D: np.ndarray, f: int, theta: int) -> list[int]:
 def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
     """Per coordinate, the mean of the beta values of X[rows] closest to their median.
 
-    In one dimension the beta values closest to a point are consecutive in sorted order,
-    and they include a middle value (the median is between the two middle values). So per
-    coordinate only the sorted positions within beta - 1 of the middle matter: one
-    partition at the middle, one on each side to bring those neighbours next to it, a sort
-    of that small band, then the window of beta consecutive band values whose farther end
-    is nearest the median. The selected rows are gathered one column chunk at a time (no
-    copy of the selection). Ties at equal distance go to the lower values.
+    In one dimension the beta values closest to a point are consecutive in sorted order, and
+    they include a middle value (the median lies between the two middle values). Per column
+    chunk, the selected rows are copied transposed (one contiguous row per coordinate) and
+    each row is sorted (:func:`columns_sorted`); the window of beta consecutive values whose farther end is
+    nearest the median is then averaged in float64, directly, or as the row's total minus the
+    theta - beta values left out when those are fewer. Ties at equal distance go to the lower
+    values.
     """
     rows = np.sort(np.asarray(rows))
     theta, d = rows.size, X.shape[1]
     out = np.empty(d, dtype=X.dtype)
     lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
-    b0, b1 = max(lo - beta + 1, 0), min(hi + beta - 1, theta - 1)  # the band around them
-    starts = np.arange(b0, min(hi, theta - beta) + 1) - b0  # windows holding a middle value
+    starts = np.arange(max(lo - beta + 1, 0), min(hi, theta - beta) + 1)  # windows holding a middle value
+    left_out = np.arange(theta - beta)
+    buf = np.empty((min(CHUNK_COLUMNS, d), theta), dtype=X.dtype)
     for a in range(0, d, CHUNK_COLUMNS):
-        # (c, theta): one row per coordinate, contiguous, so every step below is along rows
-        block = np.ascontiguousarray(X[rows, a : a + CHUNK_COLUMNS].T)
-        if beta < theta:
-            block.partition(hi, axis=1)
-            if b0 < hi:
-                block[:, :hi].partition(b0, axis=1)
-            if b1 > hi:
-                block[:, hi + 1 :].partition(b1 - hi - 1, axis=1)
-            block = np.sort(block[:, b0 : b1 + 1], axis=1)
-            med = 0.5 * (block[:, lo - b0].astype(np.float64) + block[:, hi - b0])
-            reach = np.maximum(med[:, None] - block[:, starts], block[:, starts + beta - 1] - med[:, None])
-            first = starts[np.argmin(reach, axis=1)]
-            block = np.take_along_axis(block, first[:, None] + np.arange(beta), axis=1)
-        out[a : a + CHUNK_COLUMNS] = block.mean(axis=1, dtype=np.float64)
+        block = columns_sorted(X[rows, a : a + CHUNK_COLUMNS], buf)
+        if beta == theta:  # f = 0: nothing is trimmed
+            out[a : a + CHUNK_COLUMNS] = block.mean(axis=1, dtype=np.float64)
+            continue
+        med = 0.5 * (block[:, lo].astype(np.float64) + block[:, hi])
+        reach = np.maximum(med[:, None] - block[:, starts], block[:, starts + beta - 1] - med[:, None])
+        first = starts[np.argmin(reach, axis=1)][:, None]
+        if 2 * beta <= theta:
+            window = np.take_along_axis(block, first + np.arange(beta), axis=1)
+            out[a : a + CHUNK_COLUMNS] = window.mean(axis=1, dtype=np.float64)
+        else:
+            outside = np.take_along_axis(block, left_out + beta * (left_out >= first), axis=1)
+            total = block.sum(axis=1, dtype=np.float64) - outside.sum(axis=1, dtype=np.float64)
+            out[a : a + CHUNK_COLUMNS] = total / beta
     return out
 
 

@@ -1,15 +1,16 @@
 """Coordinate-wise rules: median and trimmed mean.
 
 Yin, Chen, Ramchandran & Bartlett, "Byzantine-Robust Distributed Learning: Towards Optimal
-Statistical Rates", ICML 2018. Both act on every coordinate independently; both are
-computed with ``np.partition`` on column chunks (no full sort, memory bounded by the chunk).
+Statistical Rates", ICML 2018. Both act on every coordinate independently; both sort
+column chunks along contiguous rows of a transposed copy (memory bounded by the chunk; see
+``columns_sorted`` for why a sort rather than a partition).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f, columns_partitioned
+from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f, columns_sorted
 from .report import AggregationReport
 
 
@@ -18,12 +19,13 @@ def coordinate_median(X: np.ndarray) -> np.ndarray:
     n, d = X.shape
     out = np.empty(d, dtype=X.dtype)
     lo, hi = (n - 1) // 2, n // 2
+    buf = np.empty((min(CHUNK_COLUMNS, d), n), dtype=X.dtype)
     for a in range(0, d, CHUNK_COLUMNS):
-        part = columns_partitioned(X[:, a : a + CHUNK_COLUMNS], hi)
+        part = columns_sorted(X[:, a : a + CHUNK_COLUMNS], buf)
         if lo == hi:
             out[a : a + CHUNK_COLUMNS] = part[:, hi]
-        else:  # even n: the lower middle is the largest value left of hi
-            out[a : a + CHUNK_COLUMNS] = 0.5 * (part[:, :hi].max(axis=1).astype(np.float64) + part[:, hi])
+        else:  # even n: the mean of the two middle values
+            out[a : a + CHUNK_COLUMNS] = 0.5 * (part[:, lo].astype(np.float64) + part[:, hi])
     return out
 
 
@@ -65,11 +67,8 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
         agg = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
     else:
         agg = np.empty(d, dtype=X.dtype)
+        buf = np.empty((min(CHUNK_COLUMNS, d), n), dtype=X.dtype)
         for a in range(0, d, CHUNK_COLUMNS):
-            # two single-kth partitions beat one with kth=[f, n-f-1]: first the f smallest
-            # to the left, then, among the rest, the n - 2f smallest to the left
-            part = columns_partitioned(X[:, a : a + CHUNK_COLUMNS], f)
-            upper = part[:, f:]
-            upper.partition(n - 2 * f - 1, axis=1)
-            agg[a : a + CHUNK_COLUMNS] = upper[:, : n - 2 * f].mean(axis=1, dtype=np.float64)
+            part = columns_sorted(X[:, a : a + CHUNK_COLUMNS], buf)
+            agg[a : a + CHUNK_COLUMNS] = part[:, f : n - f].mean(axis=1, dtype=np.float64)
     return (agg, AggregationReport("trimmed_mean", n, f, details={"trimmed_per_side": f})) if return_report else agg
