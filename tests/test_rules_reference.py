@@ -29,6 +29,7 @@ from flwr_byz.aggregation import (
     sign_majority_vote,
     trimmed_mean,
 )
+from flwr_byz.aggregation.bulyan import closest_to_median_mean
 
 # --------------------------------------------------------------------------------------
 # float64 naive references
@@ -396,6 +397,18 @@ def test_bulyan_vs_reference(seed, n, f, d):
     agg, rep = bulyan(X, f=f, return_report=True)
     assert rep.selected == sel
     np.testing.assert_allclose(agg, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("values,beta,expected", [
+    ([4, 0, 3, 1, 2], 2, 1.5),           # median 2; 1 and 3 tie at distance 1: the lower wins
+    ([10, 1, 0, 3], 2, 2.0),             # even: median 2, the two middle values
+    ([5, 0, 100, 2, 4, 1, 3], 5, 3.0),   # beta > theta / 2 (the complement branch): 1..5
+    ([2, 7, -1], 3, 8 / 3),              # beta = theta: the plain mean
+])
+def test_closest_to_median_mean_hand(values, beta, expected):
+    X = np.array(values, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)
+    out = closest_to_median_mean(X, list(range(len(values))), beta)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
 def test_bulyan_selection_is_iterated_not_scored_once():

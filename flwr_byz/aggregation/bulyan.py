@@ -42,39 +42,51 @@ def iterated_krum_selection(D: np.ndarray, f: int, theta: int) -> list[int]:
     return chosen
 
 
+def _window_means(block: np.ndarray, lo: int, hi: int, beta: int, starts: np.ndarray) -> np.ndarray:
+    """Per row of a row-sorted block, the mean of the window of ``beta`` consecutive values,
+    among those starting at ``starts``, whose farther end is nearest the row's median.
+
+    The window sums slide (one value in, one out) in float64, and the candidates are
+    compared column by column: a handful of passes over (c,) vectors instead of (c, k)
+    fancy-indexed temporaries. A later window wins only if strictly nearer (ties: lower).
+    """
+    med = 0.5 * (block[:, lo].astype(np.float64) + block[:, hi])
+    s0 = int(starts[0])
+    if 2 * beta <= block.shape[1]:
+        total = block[:, s0 : s0 + beta].sum(axis=1, dtype=np.float64)
+    else:  # fewer values outside the window than in it
+        total = (block.sum(axis=1, dtype=np.float64) - block[:, :s0].sum(axis=1, dtype=np.float64)
+                 - block[:, s0 + beta :].sum(axis=1, dtype=np.float64))
+    best_reach = np.maximum(med - block[:, s0], block[:, s0 + beta - 1] - med)
+    best_total = total.copy()
+    for s in starts[1:].tolist():
+        total += block[:, s + beta - 1]
+        total -= block[:, s - 1]
+        reach = np.maximum(med - block[:, s], block[:, s + beta - 1] - med)
+        np.copyto(best_total, total, where=reach < best_reach)
+        np.minimum(best_reach, reach, out=best_reach)
+    return best_total / beta
+
+
 def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
     """Per coordinate, the mean of the beta values of X[rows] closest to their median.
 
     In one dimension the beta values closest to a point are consecutive in sorted order, and
     they include a middle value (the median lies between the two middle values). Per column
     chunk, the selected rows are copied transposed (one contiguous row per coordinate) and
-    each row is sorted (:func:`columns_sorted`); the window of beta consecutive values whose farther end is
-    nearest the median is then averaged in float64, directly, or as the row's total minus the
-    theta - beta values left out when those are fewer. Ties at equal distance go to the lower
-    values.
+    each row is sorted (:func:`columns_sorted`); of the windows of beta consecutive values
+    holding a middle value, the one whose farther end is nearest the median is averaged in
+    float64. Ties at equal distance go to the lower values.
     """
     rows = np.sort(np.asarray(rows))
     theta, d = rows.size, X.shape[1]
     out = np.empty(d, dtype=X.dtype)
     lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
     starts = np.arange(max(lo - beta + 1, 0), min(hi, theta - beta) + 1)  # windows holding a middle value
-    left_out = np.arange(theta - beta)
     buf = np.empty((min(CHUNK_COLUMNS, d), theta), dtype=X.dtype)
     for a in range(0, d, CHUNK_COLUMNS):
         block = columns_sorted(X[rows, a : a + CHUNK_COLUMNS], buf)
-        if beta == theta:  # f = 0: nothing is trimmed
-            out[a : a + CHUNK_COLUMNS] = block.mean(axis=1, dtype=np.float64)
-            continue
-        med = 0.5 * (block[:, lo].astype(np.float64) + block[:, hi])
-        reach = np.maximum(med[:, None] - block[:, starts], block[:, starts + beta - 1] - med[:, None])
-        first = starts[np.argmin(reach, axis=1)][:, None]
-        if 2 * beta <= theta:
-            window = np.take_along_axis(block, first + np.arange(beta), axis=1)
-            out[a : a + CHUNK_COLUMNS] = window.mean(axis=1, dtype=np.float64)
-        else:
-            outside = np.take_along_axis(block, left_out + beta * (left_out >= first), axis=1)
-            total = block.sum(axis=1, dtype=np.float64) - outside.sum(axis=1, dtype=np.float64)
-            out[a : a + CHUNK_COLUMNS] = total / beta
+        out[a : a + block.shape[0]] = _window_means(block, lo, hi, beta, starts)
     return out
 
 
