@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_update_matrix, check_f
+from ._validate import as_update_matrix, check_f, raise_if_nonfinite
 from .geometric_median import distances_to
 from .mean import weighted_mean
 from .report import AggregationReport
@@ -41,7 +41,7 @@ def centered_clipping(
         return_report: also return an :class:`AggregationReport` (last iteration's clipping
             factors in ``scores``; 1 means not clipped).
     """
-    X = as_update_matrix(updates)
+    X = as_update_matrix(updates, check_finite=False)  # a NaN / Inf row has a non-finite distance
     n, d = X.shape
     check_f("centered_clipping", n, f, a=2, b=1)
     if not tau > 0:
@@ -55,6 +55,8 @@ def centered_clipping(
     for _ in range(iterations):
         vx = v.astype(X.dtype)
         dist = distances_to(X, vx)
+        if not np.isfinite(dist).all():
+            raise_if_nonfinite(X)  # else a finite row too far for float32: clipped to nothing
         scale = tau / np.maximum(dist, tau)  # = min(1, tau / |x_i - v|), no division by 0
         # v + (1/n) sum_i s_i (x_i - v)  =  v (1 - mean(s)) + (1/n) sum_i s_i x_i
         v = v * (1.0 - scale.mean()) + weighted_mean(X, scale).astype(np.float64) * (scale.sum() / n)

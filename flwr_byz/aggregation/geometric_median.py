@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, as_weights, check_f
+from ._validate import CHUNK_COLUMNS, as_update_matrix, as_weights, check_f, raise_if_nonfinite
 from .coordinate import coordinate_median
 from .mean import weighted_mean
 from .report import AggregationReport
@@ -70,13 +70,15 @@ def geometric_median(
         return_report: also return an :class:`AggregationReport` (final weights beta_i
             normalised to sum 1 in ``scores``; iterations and objective in ``details``).
     """
-    X = as_update_matrix(updates)
+    X = as_update_matrix(updates, check_finite=False)  # a NaN / Inf row has a non-finite distance
     n = X.shape[0]
     check_f("geometric_median", n, f, a=2, b=1)
     alpha = as_weights(weights, n)
     alpha = np.full(n, 1.0 / n) if alpha is None else alpha / alpha.sum()
     v = coordinate_median(X)  # robust start (see the module docstring)
     dist = distances_to(X, v)
+    if not np.isfinite(dist).all():
+        raise_if_nonfinite(X)  # else a finite row too far for float32: its weight is 0
     objective = float(alpha @ dist)
     iterations = 0
     beta = alpha / np.maximum(nu, dist)
