@@ -400,12 +400,16 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
     del out
 
     # ---- pre-aggregator
-    row, out = flwr_byz("nearest_neighbor_mixing", lambda: nearest_neighbor_mixing(X, f=f), floors["gram"],
-                        "X @ X.T")
-    composite = floors["gram"] + floors["mix_product"]
-    row["floor_ratio_with_mixing_product"] = row["flwr_byz_s"] / composite
-    row["notes"] += [f"{row['floor_ratio_with_mixing_product']:.2f}x (X @ X.T + one (n,n)@(n,d) product)",
-                     "returns an (n, d) matrix: its output alone is 1.0x the input", "no Flower counterpart"]
+    # NNM replaces every update by the mean of its n - f nearest: its unavoidable work is the
+    # distances and one (n, n) @ (n, d) mixing product, and its output is itself (n, d), so
+    # its memory is judged without the returned matrix
+    row, out = flwr_byz("nearest_neighbor_mixing", lambda: nearest_neighbor_mixing(X, f=f),
+                        floors["gram"] + floors["mix_product"], "X @ X.T + (n,n) @ (n,d)")
+    row["floor_ratio_gram_only"] = row["flwr_byz_s"] / floors["gram"]
+    row["mem_ratio_excluding_output"] = (row["peak_extra_bytes"] - out.nbytes) / input_bytes
+    row["notes"] += [f"{row['floor_ratio_gram_only']:.2f}x X @ X.T alone",
+                     f"returns an (n, d) matrix (1.0x the input); without it {row['mem_ratio_excluding_output']:.2f}x",
+                     "no Flower counterpart"]
     del out
 
     # ---- Krum again, on input where the Byzantine updates form a tight cluster: the distance
@@ -429,7 +433,7 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
         fails = []
         if row["floor_ratio"] > FLOOR_TARGET:
             fails.append("floor")
-        if row["mem_ratio"] > MEM_TARGET:
+        if row.get("mem_ratio_excluding_output", row["mem_ratio"]) > MEM_TARGET:
             fails.append("mem")
         if row["rule"] in ("krum", "multi_krum", "krum [tight cluster]"):
             fastest = min(e["seconds"] for e in (row["legacy"], row["message_api"]) if e)
