@@ -122,7 +122,7 @@ def ref_bulyan(X, f):
     for j in range(d):
         vals = [rows[i][j] for i in selected]
         med = _median_of(vals)
-        closest = sorted(vals, key=lambda v: abs(v - med))[:beta]
+        closest = sorted(vals, key=lambda v: (abs(v - med), v))[:beta]  # ties: the lower value
         out.append(sum(closest) / beta)
     return selected, np.array(out)
 
@@ -404,11 +404,31 @@ def test_bulyan_vs_reference(seed, n, f, d):
     ([10, 1, 0, 3], 2, 2.0),             # even: median 2, the two middle values
     ([5, 0, 100, 2, 4, 1, 3], 5, 3.0),   # beta > theta / 2 (the complement branch): 1..5
     ([2, 7, -1], 3, 8 / 3),              # beta = theta: the plain mean
+    ([1, 1, 1, 2, 2, 3, 3], 3, 5 / 3),   # repeated values: both 2s, then the lower of 1 and 3
+    ([0, 0, 1, 1.5, 2.5], 3, 5 / 6),     # median 1: 0.5 away are 1.5 and (not) 0: 1, 1.5, 0
+    ([3, 1e20, 2, 1e20, 1e20, 2, 1e20, 1e20, 2], 1, 1e20),  # median 1e20 itself
+    ([1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 1e20], 6, 3.5e-3),  # complement branch: the outlier
+    #   is left out and must not wash out the small values (no subtraction of it)
 ])
 def test_closest_to_median_mean_hand(values, beta, expected):
     X = np.array(values, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)
     out = closest_to_median_mean(X, list(range(len(values))), beta)
     np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bulyan_vs_reference_on_repeated_values(seed):
+    """Integer-valued updates and identical colluding copies (what ALIE sends): many exact
+    ties around the median, where the beta nearest values are not the window whose farther
+    end is nearest."""
+    rng = np.random.default_rng(seed)
+    n, f, d = 15, 3, 40
+    X = rng.integers(-3, 4, (n, d)).astype(np.float32)
+    X[:f] = X[f:].mean(axis=0) - 0.5 * X[f:].std(axis=0)  # f identical ALIE-like copies
+    sel, ref = ref_bulyan(X, f)
+    agg, rep = bulyan(X, f=f, return_report=True)
+    assert rep.selected == sel
+    np.testing.assert_allclose(agg, ref, rtol=1e-6, atol=1e-6)
 
 
 def test_bulyan_selection_is_iterated_not_scored_once():
@@ -512,11 +532,24 @@ def test_f_that_is_not_a_count_is_refused_by_name(rule, f):
         RULES[rule](random_updates(0, 12, 3), f=f)
 
 
+def test_geometric_median_converges_past_a_huge_finite_update():
+    """A finite update at 3e19 (its float32 squares overflow) gets its true distance, so the
+    Weiszfeld iteration converges instead of running to maxiter on inf objectives."""
+    X = random_updates(5, 9, 6)
+    X[0] = 3e19
+    agg, rep = geometric_median(X, f=1, return_report=True)
+    assert rep.details["iterations"] < 100 and np.isfinite(rep.details["objective"])
+    assert np.abs(agg).max() < 10 * np.abs(X[1:]).max()
+
+
 def test_mean_tolerates_no_byzantine_client():
     X = random_updates(0, 10, 3)
     with pytest.raises(ByzantineBoundError):
         mean(X, f=1)
     mean(X, f=0)
+    for f in (0.0, False, "0"):
+        with pytest.raises(ValueError, match="mean: f must be a non-negative integer"):
+            mean(X, f=f)
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

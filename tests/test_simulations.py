@@ -52,7 +52,7 @@ def test_mnist_loader_reads_a_gz_only_root_through_torchvision(tmp_path, monkeyp
 def test_hugging_face_dataset_through_flwr_datasets(tmp_path):
     """A local folder of parquet files, read by flwr-datasets' FederatedDataset like a Hub
     dataset: image and label columns found by their features, per-channel standardisation."""
-    hf = pytest.importorskip("datasets")
+    import datasets as hf  # flwr-datasets' own dependency
     rng = np.random.default_rng(0)
     feats = hf.Features({"img": hf.Image(), "label": hf.ClassLabel(names=["a", "b", "c"])})
     imgs = {}

@@ -42,51 +42,53 @@ def iterated_krum_selection(D: np.ndarray, f: int, theta: int) -> list[int]:
     return chosen
 
 
-def _window_means(block: np.ndarray, lo: int, hi: int, beta: int, starts: np.ndarray) -> np.ndarray:
-    """Per row of a row-sorted block, the mean of the window of ``beta`` consecutive values,
-    among those starting at ``starts``, whose farther end is nearest the row's median.
+def _window_means(block: np.ndarray, lo: int, hi: int, beta: int) -> np.ndarray:
+    """Per row of a row-sorted (c, theta) block, the mean of its ``beta`` values nearest the
+    row's median, ties at equal distance going to the lower values.
 
-    The window sums slide (one value in, one out) in float64, and the candidates are
-    compared column by column: a handful of passes over (c,) vectors instead of (c, k)
-    fancy-indexed temporaries. A later window wins only if strictly nearer (ties: lower).
+    Those values are a window of beta consecutive sorted values. The leftmost candidate
+    window ends at the lower middle position ``lo``; sliding it one step right swaps its
+    lowest value for the next one above it, which pays exactly when the incoming value is
+    strictly nearer the median than the outgoing one. That test holds for a prefix of the
+    steps (the sum of the two values never decreases), so the window's start is the leftmost
+    start plus the number of steps that pass. The window is then summed in float64 from its
+    own values only (nothing is subtracted, so a huge value outside the window cannot drown
+    the small ones inside it): the columns every candidate window holds in one slice, the
+    others column by column where they fall inside the row's window.
     """
+    theta = block.shape[1]
     med = 0.5 * (block[:, lo].astype(np.float64) + block[:, hi])
-    s0 = int(starts[0])
-    if 2 * beta <= block.shape[1]:
-        total = block[:, s0 : s0 + beta].sum(axis=1, dtype=np.float64)
-    else:  # fewer values outside the window than in it
-        total = (block.sum(axis=1, dtype=np.float64) - block[:, :s0].sum(axis=1, dtype=np.float64)
-                 - block[:, s0 + beta :].sum(axis=1, dtype=np.float64))
-    best_reach = np.maximum(med - block[:, s0], block[:, s0 + beta - 1] - med)
-    best_total = total.copy()
-    for s in starts[1:].tolist():
-        total += block[:, s + beta - 1]
-        total -= block[:, s - 1]
-        reach = np.maximum(med - block[:, s], block[:, s + beta - 1] - med)
-        np.copyto(best_total, total, where=reach < best_reach)
-        np.minimum(best_reach, reach, out=best_reach)
-    return best_total / beta
+    i0, i1 = max(lo - beta + 1, 0), min(hi, theta - beta)  # first and last candidate starts
+    start = np.full(block.shape[0], i0)
+    for s in range(i0 + 1, i1 + 1):
+        start += (block[:, s + beta - 1] - med) < (med - block[:, s - 1])
+    core_lo, core_hi = i1, i0 + beta  # columns inside every candidate window
+    if core_lo < core_hi:
+        total = block[:, core_lo:core_hi].sum(axis=1, dtype=np.float64)
+    else:
+        total = np.zeros(block.shape[0])
+    for j in range(i0, i1 + beta):
+        if not core_lo <= j < core_hi:
+            total += np.where((start <= j) & (j < start + beta), block[:, j], 0.0)
+    return total / beta
 
 
 def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
-    """Per coordinate, the mean of the beta values of X[rows] closest to their median.
+    """Per coordinate, the mean of the beta values of X[rows] closest to their median
+    (ties at equal distance: the lower values).
 
-    In one dimension the beta values closest to a point are consecutive in sorted order, and
-    they include a middle value (the median lies between the two middle values). Per column
-    chunk, the selected rows are copied transposed (one contiguous row per coordinate) and
-    each row is sorted (:func:`columns_sorted`); of the windows of beta consecutive values
-    holding a middle value, the one whose farther end is nearest the median is averaged in
-    float64. Ties at equal distance go to the lower values.
+    Per column chunk, the selected rows are copied transposed (one contiguous row per
+    coordinate) and each row is sorted (:func:`columns_sorted`); :func:`_window_means` then
+    finds and averages the window of the beta nearest values.
     """
     rows = np.sort(np.asarray(rows))
     theta, d = rows.size, X.shape[1]
     out = np.empty(d, dtype=X.dtype)
     lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
-    starts = np.arange(max(lo - beta + 1, 0), min(hi, theta - beta) + 1)  # windows holding a middle value
     buf = np.empty((min(CHUNK_COLUMNS, d), theta), dtype=X.dtype)
     for a in range(0, d, CHUNK_COLUMNS):
         block = columns_sorted(X[rows, a : a + CHUNK_COLUMNS], buf)
-        out[a : a + block.shape[0]] = _window_means(block, lo, hi, beta, starts)
+        out[a : a + block.shape[0]] = _window_means(block, lo, hi, beta)
     return out
 
 

@@ -35,16 +35,23 @@ def distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
     The differences are exact when x_i is within a factor two of v (Sterbenz), so nearly
     equal updates do not cancel; each chunk's sums of squares (positive terms: no
     cancellation either) run in X's precision and are accumulated across chunks in float64.
-    Each row's distance depends on that row alone, never on the order of the rows.
+    A chunk whose float32 differences or squares overflow (entries beyond about 1e19) is
+    redone in float64, so a huge but finite update gets its true, finite distance. Each
+    row's distance depends on that row alone, never on the order of the rows.
     """
     n, d = X.shape
     sq = np.zeros(n)
     buf = np.empty((n, min(CHUNK_COLUMNS, d)), dtype=X.dtype)  # reused: no fresh pages per chunk
-    for a in range(0, d, CHUNK_COLUMNS):
-        block = X[:, a : a + CHUNK_COLUMNS]
-        diff = buf[:, : block.shape[1]]
-        np.subtract(block, v[a : a + CHUNK_COLUMNS], out=diff)
-        sq += np.einsum("ij,ij->i", diff, diff)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, d, CHUNK_COLUMNS):
+            block, centre = X[:, a : a + CHUNK_COLUMNS], v[a : a + CHUNK_COLUMNS]
+            diff = buf[:, : block.shape[1]]
+            np.subtract(block, centre, out=diff)
+            part = np.einsum("ij,ij->i", diff, diff)
+            if not np.isfinite(part).all():  # overflow, or a NaN / Inf in X (the caller checks)
+                diff64 = block.astype(np.float64) - centre
+                part = np.einsum("ij,ij->i", diff64, diff64)
+            sq += part
     return np.sqrt(sq)
 
 

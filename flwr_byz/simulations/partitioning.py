@@ -11,6 +11,8 @@ the same code, and each partition comes back as the sorted indices of its exampl
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -36,20 +38,32 @@ def iid_partitions(num_examples: int, num_partitions: int, seed: int = 0) -> lis
 
 
 def dirichlet_partitions(labels: np.ndarray, num_partitions: int, alpha: float, seed: int = 0,
-                         min_size: int = 1) -> list[np.ndarray]:
+                         min_size: int = 1, max_tries: int = 10) -> list[np.ndarray]:
     """Per class, split its examples among clients with proportions ~ Dirichlet(alpha).
 
     flwr-datasets' ``DirichletPartitioner`` (no self-balancing), which redraws until every
-    client holds at least ``min_size`` examples and raises ValueError after 10 tries.
+    client holds at least ``min_size`` examples but gives up after 10 redraws; small alpha
+    with many clients can need more, so up to ``max_tries`` partitioners run, seeded
+    ``seed``, ``seed + 1``, ... (the first success is kept: with ``seed`` whenever it works).
     """
     from flwr_datasets.partitioner import DirichletPartitioner
 
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    partitioner = DirichletPartitioner(num_partitions=num_partitions, partition_by="label", alpha=float(alpha),
-                                       min_partition_size=min_size, self_balancing=False, shuffle=True, seed=seed)
-    partitioner.dataset = _index_dataset(labels)
-    return _indices(partitioner, num_partitions)
+    dataset = _index_dataset(labels)
+    for attempt in range(max_tries):
+        partitioner = DirichletPartitioner(num_partitions=num_partitions, partition_by="label", alpha=float(alpha),
+                                           min_partition_size=min_size, self_balancing=False, shuffle=True,
+                                           seed=seed + attempt)
+        partitioner.dataset = dataset
+        try:
+            with warnings.catch_warnings():  # its per-redraw warning: the error below says it all
+                warnings.simplefilter("ignore", UserWarning)
+                return _indices(partitioner, num_partitions)
+        except ValueError:
+            continue
+    raise ValueError(f"could not draw a Dirichlet({alpha}) split of {len(labels)} examples into "
+                     f"{num_partitions} parts of at least {min_size} (tried seeds {seed}..{seed + max_tries - 1})")
 
 
 def partition(labels: np.ndarray, num_partitions: int, scheme: str = "iid", alpha: float = 0.5,

@@ -7,7 +7,8 @@ numbers measured here and the papers' numbers.
 - ``alie-mnist``: Baruch et al. (NeurIPS 2019), MNIST, the paper's MLP, the settings of the
   authors' code (n = 51, 24% corrupted: m = 12, batch 83, lr 0.1, server momentum 0.9,
   one gradient step per round, f = m for the defenses), no defense / trimmed mean / Krum /
-  Bulyan, without attack and with ALIE at the paper's z_max and at the code's default z = 1.5.
+  Bulyan, without attack, with ALIE at the paper's z_max and at the code's default z = 1.5,
+  and with sign flipping by the same m clients (the paper's contrast).
 - ``alie-cifar10``: the same on CIFAR-10 with the CNN (for GPU machines).
 - ``detox``: Rajput et al. (NeurIPS 2019): DETOX (r = 3) + Multi-Krum / Bulyan vs the plain
   rules under ALIE (at z_max and at z = 1.5, the ALIE authors' code default), and DETOX +
@@ -35,6 +36,7 @@ def _alie(dataset: str, model: str, rounds: int, data_root: str | None) -> list[
         for z in (alie_z_max(n, m), 1.5):
             cells.append(replace(base, strategy=strategy, f=m, attack="alie", num_malicious=m,
                                  attack_params={"z": round(float(z), 4)}))
+        cells.append(replace(base, strategy=strategy, f=m, attack="sign_flip", num_malicious=m))
     return cells
 
 
