@@ -11,20 +11,24 @@ import numpy as np
 CHUNK_COLUMNS = 60_000
 
 
-def columns_sorted(block: np.ndarray, buf: np.ndarray | None = None) -> np.ndarray:
-    """The (c, n) transpose of an (n, c) column block, each row sorted.
+def sorted_column_chunks(X: np.ndarray, rows=None):
+    """Yield ``(a, block)`` for each chunk of columns ``a : a + CHUNK_COLUMNS`` of ``X``
+    (of ``X[rows]`` when ``rows`` is given): ``block`` is the chunk's (c, n) transpose with
+    each row sorted, in one buffer reused from chunk to chunk (use it before the next one).
 
     Sorting along contiguous rows of a transposed copy is much faster than any operation
     along axis 0; and at the row lengths of a federated round (tens to hundreds of clients)
     numpy's vectorised sort (numpy >= 2) is as fast as a single ``np.partition``, so the
-    coordinate rules take every order statistic they need from one sort. ``buf``, an array
-    of at least (c, n), is reused for the copy (no fresh pages per chunk).
+    coordinate rules take every order statistic they need from one sort.
     """
-    c = block.shape[1]
-    out = np.empty((c, block.shape[0]), dtype=block.dtype) if buf is None else buf[:c]
-    np.copyto(out, block.T)
-    out.sort(axis=1)
-    return out
+    n, d = (X.shape[0] if rows is None else len(rows)), X.shape[1]
+    buf = np.empty((min(CHUNK_COLUMNS, d), n), dtype=X.dtype)  # no fresh pages per chunk
+    for a in range(0, d, CHUNK_COLUMNS):
+        chunk = X[:, a : a + CHUNK_COLUMNS] if rows is None else X[rows, a : a + CHUNK_COLUMNS]
+        block = buf[: chunk.shape[1]]
+        np.copyto(block, chunk.T)
+        block.sort(axis=1)
+        yield a, block
 
 
 class ByzantineBoundError(ValueError):

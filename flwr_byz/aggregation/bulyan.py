@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f, columns_sorted
+from ._validate import as_update_matrix, check_f, sorted_column_chunks
 from .distances import pairwise_sq_distances
 from .krum import krum_scores
 from .report import AggregationReport
@@ -78,17 +78,15 @@ def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
     (ties at equal distance: the lower values).
 
     Per column chunk, the selected rows are copied transposed (one contiguous row per
-    coordinate) and each row is sorted (:func:`columns_sorted`); :func:`_window_means` then
+    coordinate) and each row is sorted (:func:`sorted_column_chunks`); :func:`_window_means` then
     finds and averages the window of the beta nearest values.
     """
     rows = np.sort(np.asarray(rows))
-    theta, d = rows.size, X.shape[1]
-    out = np.empty(d, dtype=X.dtype)
+    theta = rows.size
+    out = np.empty(X.shape[1], dtype=X.dtype)
     lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
-    buf = np.empty((min(CHUNK_COLUMNS, d), theta), dtype=X.dtype)
-    for a in range(0, d, CHUNK_COLUMNS):
-        block = columns_sorted(X[rows, a : a + CHUNK_COLUMNS], buf)
-        out[a : a + block.shape[0]] = _window_means(block, lo, hi, beta)
+    for a, block in sorted_column_chunks(X, rows):
+        out[a : a + len(block)] = _window_means(block, lo, hi, beta)
     return out
 
 

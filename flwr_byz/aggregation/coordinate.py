@@ -3,14 +3,14 @@
 Yin, Chen, Ramchandran & Bartlett, "Byzantine-Robust Distributed Learning: Towards Optimal
 Statistical Rates", ICML 2018. Both act on every coordinate independently; both sort
 column chunks along contiguous rows of a transposed copy (memory bounded by the chunk; see
-``columns_sorted`` for why a sort rather than a partition).
+``sorted_column_chunks`` for why a sort rather than a partition).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f, columns_sorted
+from ._validate import as_update_matrix, check_f, sorted_column_chunks
 from .report import AggregationReport
 
 
@@ -19,13 +19,11 @@ def coordinate_median(X: np.ndarray) -> np.ndarray:
     n, d = X.shape
     out = np.empty(d, dtype=X.dtype)
     lo, hi = (n - 1) // 2, n // 2
-    buf = np.empty((min(CHUNK_COLUMNS, d), n), dtype=X.dtype)
-    for a in range(0, d, CHUNK_COLUMNS):
-        part = columns_sorted(X[:, a : a + CHUNK_COLUMNS], buf)
+    for a, part in sorted_column_chunks(X):
         if lo == hi:
-            out[a : a + CHUNK_COLUMNS] = part[:, hi]
+            out[a : a + len(part)] = part[:, hi]
         else:  # even n: the mean of the two middle values
-            out[a : a + CHUNK_COLUMNS] = 0.5 * (part[:, lo].astype(np.float64) + part[:, hi])
+            out[a : a + len(part)] = 0.5 * (part[:, lo].astype(np.float64) + part[:, hi])
     return out
 
 
@@ -67,8 +65,6 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
         agg = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
     else:
         agg = np.empty(d, dtype=X.dtype)
-        buf = np.empty((min(CHUNK_COLUMNS, d), n), dtype=X.dtype)
-        for a in range(0, d, CHUNK_COLUMNS):
-            part = columns_sorted(X[:, a : a + CHUNK_COLUMNS], buf)
-            agg[a : a + CHUNK_COLUMNS] = part[:, f : n - f].mean(axis=1, dtype=np.float64)
+        for a, part in sorted_column_chunks(X):
+            agg[a : a + len(part)] = part[:, f : n - f].mean(axis=1, dtype=np.float64)
     return (agg, AggregationReport("trimmed_mean", n, f, details={"trimmed_per_side": f})) if return_report else agg
