@@ -7,8 +7,10 @@ For every n (default 51 and 101), d (default 1e6, float32) and f = n // 4 it pri
   Multi-Krum, nearest-neighbour mixing; Bulyan adds one ``np.partition`` pass over its theta
   selected rows), one ``np.partition(X, n // 2, axis=0)`` pass for the coordinate rules
   (median, trimmed mean, signSGD), one ``X.mean(axis=0)`` for the mean, and for the iterative
-  rules (geometric median, centered clipping) the time *per iteration* against one
-  ``X.mean(axis=0)`` pass,
+  rules the passes over X that every implementation of their algorithm makes, each priced
+  at one ``X.mean(axis=0)``: two per iteration (a weighted sum, then the distances to it),
+  plus, for the geometric median, its coordinate-wise-median start (one ``np.partition``)
+  and the distances to it (one pass),
 - the speed-up over Flower's legacy implementation (``flwr.server.strategy.aggregate``) and
   over its Message-API strategy (``flwr.serverapp.strategy.*.aggregate_train``): Flower's
   time divided by flwr-byz's time (``12x`` = flwr-byz is 12 times faster),
@@ -17,8 +19,8 @@ For every n (default 51 and 101), d (default 1e6, float32) and f = n // 4 it pri
 - whether the issue's targets are met.
 
 A last row per n, ``krum [tight cluster]``, reruns Krum on an input whose Byzantine updates
-form a tight cluster, which sends flwr-byz's distance computation through its second,
-median-centred pass. BLAS runs on one thread by default (``--blas-threads``): on a small
+form a tight cluster, which sends flwr-byz's distance computation through a second pass
+over the clustered rows. BLAS runs on one thread by default (``--blas-threads``): on a small
 shared machine multi-threaded OpenBLAS calls stall for seconds now and then.
 
 Flower's legacy Krum computes its distances with a Python double loop (n^2 norms of length
@@ -157,8 +159,8 @@ def make_updates(n: int, d: int, f: int, seed: int, byz_noise: float = 1.0) -> n
     -3 g + byz_noise * noise_i (a scaled sign-flipping attack). With byz_noise = 1 the
     Byzantine updates are as spread as the honest ones; with byz_noise = 0.1 they form a tight
     cluster, whose pairwise distances the mean-centred float32 Gram matrix of
-    ``flwr_byz.aggregation.distances`` does not resolve, so it recomputes the Gram matrix
-    around the coordinate-wise median (its second, robust pass): the "tight cluster" rows.
+    ``flwr_byz.aggregation.distances`` does not resolve, so it recomputes the Gram matrix of
+    those rows around their own mean (its second pass): the "tight cluster" rows.
     """
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d), dtype=np.float32)
@@ -170,14 +172,25 @@ def make_updates(n: int, d: int, f: int, seed: int, byz_noise: float = 1.0) -> n
     return X
 
 
-def _second_pass_triggered(X: np.ndarray) -> bool:
-    """Diagnostic: would flwr-byz's distance computation take its median-centred second pass
-    on the first 65536 columns of X? (It does on the "tight cluster" input.)"""
-    from flwr_byz.aggregation.distances import _centred_gram, _distances_from_gram
+def distance_passes(X: np.ndarray) -> str:
+    """Diagnostic: the centred Gram passes that flwr-byz's distance computation takes on X,
+    e.g. "mean (all rows)" or "mean (all rows) + mean of 12 rows" (see
+    ``flwr_byz/aggregation/distances.py``)."""
+    from flwr_byz.aggregation import distances
 
-    block = np.ascontiguousarray(X[:, : 1 << 16])
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(_distances_from_gram(block, _centred_gram(block, 1 << 16, robust=False))[1])
+    calls, original = [], distances._centred_gram
+
+    def spy(X, chunk_columns, robust, rows=None):
+        calls.append("median (all rows)" if robust else "mean (all rows)" if rows is None
+                     else f"mean of {len(rows)} rows")
+        return original(X, chunk_columns, robust, rows)
+
+    distances._centred_gram = spy
+    try:
+        distances.pairwise_sq_distances(X)
+    finally:
+        distances._centred_gram = original
+    return " + ".join(calls)
 
 
 def legacy_results(X: np.ndarray) -> list:
@@ -223,8 +236,8 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
     t0 = time.perf_counter()
     X = make_updates(n, d, f, args.seed)
     log(f"generated X ({input_bytes / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f}s")
-    second_pass = _second_pass_triggered(X)
-    log(f"distance second pass triggered on the first 65536 columns: {second_pass}")
+    passes = distance_passes(X)
+    log(f"distance passes on this input: {passes}")
 
     # ---- floors
     floors = {}
@@ -377,26 +390,27 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
            setup=build)
     del out
 
-    # ---- iterative rules: per-iteration cost vs one pass
+    # ---- iterative rules: every iteration reads X twice (a weighted sum, then the distances
+    # to it); the geometric median also starts with a coordinate-wise median and one distance
+    # pass. Their floors count those passes, each at the price of one X.mean(axis=0).
     row, out = flwr_byz("geometric_median", lambda: geometric_median(X, f=f, return_report=True),
-                        floors["pass"], "per iteration vs X.mean(axis=0)")
+                        floors["partition"], "")
     iters = int(out[1].details["iterations"])
-    start = bench(lambda: geometric_median(X, f=f, maxiter=0), repeats=R, budget=B, warmup=False)["best_s"]
-    per_iter = (row["flwr_byz_s"] - start) / max(iters, 1)
-    row.update(iterations=iters, start_s=start, per_iteration_s=per_iter, floor_ratio=per_iter / floors["pass"],
-               start_vs_partition=start / floors["partition"])
-    row["notes"] += [f"{iters} iterations", f"start (median + 1 distance pass) {start:.2f}s = "
-                     f"{start / floors['partition']:.1f}x partition", "no Flower counterpart"]
-    log(f"  geometric median: {iters} iterations, start {start:.3f}s, per iteration {per_iter:.3f}s "
-        f"= {row['floor_ratio']:.2f}x one pass")
+    floor_s = floors["partition"] + (1 + 2 * iters) * floors["pass"]
+    row.update(iterations=iters, floor_s=floor_s, floor=f"partition + {1 + 2 * iters} x X.mean(axis=0)",
+               floor_ratio=row["flwr_byz_s"] / floor_s)
+    row["notes"] += [f"{iters} iterations; the floor is the median start (one partition) + 1 distance "
+                     f"pass + 2 passes per iteration", "no Flower counterpart"]
+    log(f"  geometric median: {iters} iterations, floor {floor_s:.3f}s, ratio {row['floor_ratio']:.2f}")
     del out
 
     row, out = flwr_byz("centered_clipping", lambda: centered_clipping(X, f=f, return_report=True),
-                        floors["pass"], "per iteration vs X.mean(axis=0)")
+                        floors["pass"], "")
     iters = int(out[1].details["iterations"])
-    row.update(iterations=iters, per_iteration_s=row["flwr_byz_s"] / iters,
-               floor_ratio=row["flwr_byz_s"] / iters / floors["pass"])
-    row["notes"] += [f"{iters} iteration (tau=10, center=0)", "no Flower counterpart"]
+    floor_s = 2 * iters * floors["pass"]
+    row.update(iterations=iters, floor_s=floor_s, floor=f"{2 * iters} x X.mean(axis=0)",
+               floor_ratio=row["flwr_byz_s"] / floor_s)
+    row["notes"] += [f"{iters} iteration (tau=10, center=0): 2 passes per iteration", "no Flower counterpart"]
     del out
 
     # ---- pre-aggregator
@@ -413,19 +427,22 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
     del out
 
     # ---- Krum again, on input where the Byzantine updates form a tight cluster: the distance
-    # computation then takes its second (median-centred) pass. Flower's costs do not depend on
+    # computation then takes its second pass (over the clustered rows). Flower's costs do not depend on
     # the values (a fixed loop of norms / one Gram matrix), so its Krum times are reused.
     krum_row = rows[0]
     del X, Xt
     gc.collect()
     X = make_updates(n, d, f, args.seed, byz_noise=0.1)
-    row, out = flwr_byz("krum [tight cluster]", lambda: krum(X, f=f), floors["gram"], "X @ X.T")
+    tight_passes = distance_passes(X)
+    log(f"distance passes on the tight-cluster input: {tight_passes}")
+    row, out = flwr_byz("krum [tight cluster]", lambda: krum(X, f=f), floors["gram"], "X @ X.T",
+                        distance_passes=tight_passes)
     for which in ("legacy", "message_api"):
         if krum_row[which]:
             e = {k: v for k, v in krum_row[which].items() if k not in ("times", "max_abs_diff_vs_flwr_byz")}
             e.update(speedup=e["seconds"] / row["flwr_byz_s"], reused_from="krum")
             row[which] = e
-    row["notes"].append("second (median-centred) distance pass; Flower times reused from the krum row")
+    row["notes"].append(f"distance passes: {tight_passes}; Flower times reused from the krum row")
     del out
 
     # ---- targets
@@ -447,7 +464,7 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
 
     del X, build
     gc.collect()
-    return {"n": n, "d": d, "f": f, "f_bulyan": fb, "distance_second_pass_on_main_input": second_pass, "input_bytes": input_bytes, "floors": floors,
+    return {"n": n, "d": d, "f": f, "f_bulyan": fb, "distance_passes_on_main_input": passes, "input_bytes": input_bytes, "floors": floors,
             "anchors": anchors, "rules": rows}
 
 
@@ -564,7 +581,7 @@ def main(argv=None) -> int:
           f"after one warm-up; {info['cpu_count']} CPUs ({info['cpu']}), BLAS: {info['blas']}; load average {load0[0]:.2f} at start, "
           f"{load1[0]:.2f} at end; total {total:.0f}s")
     print("speed-ups = Flower's time / flwr-byz's time; floor ratio = flwr-byz's time / floor's time "
-          "(per iteration vs one pass for geometric_median / centered_clipping)\n")
+          "(for geometric_median / centered_clipping: their passes over X, see the anchors)\n")
     print(table(sizes))
     print("\nAnchors (seconds, same run):\n")
     print(anchors_table(sizes))

@@ -142,3 +142,63 @@ def test_random_inputs_and_translation(seed):
     X64 = X.astype(np.float64)
     rel, _ = errors(pairwise_sq_distances(X64), direct_sq_distances(X64))
     assert rel <= 1e-12
+
+
+def _record_gram_passes(monkeypatch):
+    """Wrap distances._centred_gram: returns the list of (robust, rows) of each pass taken."""
+    from flwr_byz.aggregation import distances
+
+    calls, original = [], distances._centred_gram
+
+    def spy(X, chunk_columns, robust, rows=None):
+        calls.append((robust, None if rows is None else sorted(np.asarray(rows).tolist())))
+        return original(X, chunk_columns, robust, rows)
+
+    monkeypatch.setattr(distances, "_centred_gram", spy)
+    return calls
+
+
+def test_tight_colluding_cluster_is_resolved_by_a_pass_over_its_own_rows(monkeypatch):
+    """f colluding updates far from the honest ones and within 1e-3 of each other: the
+    mean-centred product cannot resolve their mutual distances; the second pass, over just
+    those rows and centred at their own mean, does (no median-centred pass over all rows)."""
+    rng = np.random.default_rng(3)
+    n, f, d = 15, 4, 70_000
+    g = rng.standard_normal(d)
+    X = rng.standard_normal((n, d)) + g
+    X[n - f :] = -3 * g + 1e-3 * rng.standard_normal((f, d))
+    X = X.astype(np.float32)
+    R = direct_sq_distances(X)
+    calls = _record_gram_passes(monkeypatch)
+    D = pairwise_sq_distances(X)
+    assert calls == [(False, None), (False, list(range(n - f, n)))]
+    rel, zero = errors(D, R)
+    assert rel <= REL_TOL and zero == 0.0
+    np.testing.assert_array_equal(D, D.T)
+
+
+def test_second_pass_over_the_honest_rows_when_an_outlier_drags_the_mean(monkeypatch):
+    """A huge (but not overflowing) outlier drags the column mean away from the honest rows,
+    whose mutual distances the first pass then cannot resolve: the second pass covers them
+    (centred at their own mean) and leaves the distances to the outlier from the first."""
+    X, honest = alie_like(seed=2, d=70_000)
+    X[12] = 1e6 * np.random.default_rng(4).standard_normal(X.shape[1]).astype(np.float32)
+    R = direct_sq_distances(X)
+    calls = _record_gram_passes(monkeypatch)
+    D = pairwise_sq_distances(X)
+    assert len(calls) == 2 and calls[1][0] is False and 12 not in calls[1][1]
+    rel, zero = errors(D, R)
+    assert rel <= REL_TOL and zero <= ZERO_TOL
+
+
+def test_median_pass_when_every_row_is_unresolved(monkeypatch):
+    """Float32 products overflow for every pair (the mean is dragged beyond 1e19): no subset
+    helps, and the median-centred pass over all rows recovers the honest distances."""
+    X, honest = alie_like(seed=5, d=70_000)
+    X[12] = 1e30 * np.random.default_rng(6).standard_normal(X.shape[1]).astype(np.float32)
+    calls = _record_gram_passes(monkeypatch)
+    D = pairwise_sq_distances(X)
+    assert calls == [(False, None), (True, None)]
+    others = [i for i in range(X.shape[0]) if i != 12]
+    rel, zero = errors(D, direct_sq_distances(X), rows=others)
+    assert rel <= REL_TOL and zero <= ZERO_TOL

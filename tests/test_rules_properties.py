@@ -88,8 +88,8 @@ def test_permutation_invariance(data, rule):
     if rule in ("krum", "multi_krum", "bulyan"):
         # the same clients are selected (indices mapped back through the permutation)
         assert sorted(perm[rep_p.selected].tolist()) == sorted(rep.selected)
-    if rule in ("krum", "signsgd_majority", "median"):
-        np.testing.assert_array_equal(out_p, out)
+    if rule in ("krum", "signsgd_majority", "median", "geometric_median"):
+        np.testing.assert_array_equal(out_p, out)  # to the bit (see geometric_median's docstring)
     else:
         np.testing.assert_allclose(out_p, out, rtol=1e-5, atol=tol)
 
@@ -102,9 +102,31 @@ def test_weighted_rules_permute_with_their_weights(data):
     w = rng.uniform(0.1, 5.0, n)
     perm = rng.permutation(n)
     tol = 1e-5 * _scale(X)
-    for fn, kw in ((RULES["mean"], {}), (multi_krum, {"f": f}), (geometric_median, {"f": f})):
+    for fn, kw in ((RULES["mean"], {}), (multi_krum, {"f": f})):
         np.testing.assert_allclose(fn(X[perm], weights=w[perm], **kw), fn(X, weights=w, **kw),
                                    rtol=1e-5, atol=tol)
+    np.testing.assert_array_equal(geometric_median(X[perm], f=f, weights=w[perm]), geometric_median(X, f=f, weights=w))
+
+
+def test_geometric_median_is_order_independent_to_the_bit_with_ties():
+    """Rows tied on weight and on distance to the start (identical colluding copies, points
+    placed symmetrically around the median) still leave the result independent of the order,
+    and so does the stopping iteration: every ordering gives the same bits."""
+    rng = np.random.default_rng(7)
+    d = 300_001  # more than one column step of the row-by-row kernels
+    centre = rng.standard_normal(d).astype(np.float32)
+    e = np.zeros(d, dtype=np.float32)
+    e[::2] = 1.0
+    honest = np.stack([centre + e, centre - e, centre + e[::-1], centre - e[::-1], centre])
+    alie = np.tile(centre + 0.3 * rng.standard_normal(d).astype(np.float32), (3, 1))
+    X = np.vstack([honest, alie, rng.standard_normal((3, d)).astype(np.float32)])
+    ref, rep = geometric_median(X, f=5, return_report=True)
+    assert rep.details["iterations"] >= 2
+    for seed in range(8):
+        perm = np.random.default_rng(seed).permutation(X.shape[0])
+        out, rep_p = geometric_median(X[perm], f=5, return_report=True)
+        np.testing.assert_array_equal(out, ref)
+        assert rep_p.details == rep.details
 
 
 @FAST

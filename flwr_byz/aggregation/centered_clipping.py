@@ -14,6 +14,7 @@ the analysis assumes a minority of Byzantine clients, checked here as n >= 2f + 
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.blas import get_blas_funcs
 
 from ._validate import as_update_matrix, check_f, raise_if_nonfinite
 from .geometric_median import distances_to
@@ -48,19 +49,27 @@ def centered_clipping(
         raise ValueError(f"centered_clipping: tau must be > 0, got {tau}")
     if iterations < 1:
         raise ValueError(f"centered_clipping: iterations must be >= 1, got {iterations}")
-    v = np.zeros(d, dtype=np.float64) if center is None else np.asarray(center, dtype=np.float64).reshape(-1)
-    if v.shape != (d,) or not np.all(np.isfinite(v)):
+    v = np.zeros(d, dtype=X.dtype) if center is None else np.asarray(center, dtype=np.float64).reshape(-1)
+    if v.shape != (d,) or not np.all(np.isfinite(v)) or not np.all(np.isfinite(v.astype(X.dtype))):
         raise ValueError(f"centered_clipping: center must be a finite vector of length {d}")
+    v = v.astype(X.dtype)
+    axpy = get_blas_funcs("axpy", (X,))
     scale = np.ones(n)
-    for _ in range(iterations):
-        vx = v.astype(X.dtype)
-        dist = distances_to(X, vx)
+    for step in range(iterations):
+        dist = distances_to(X, v)
         if not np.isfinite(dist).all():
             raise_if_nonfinite(X)  # else a finite row too far for float32: clipped to nothing
         scale = tau / np.maximum(dist, tau)  # = min(1, tau / |x_i - v|), no division by 0
-        # v + (1/n) sum_i s_i (x_i - v)  =  v (1 - mean(s)) + (1/n) sum_i s_i x_i
-        v = v * (1.0 - scale.mean()) + weighted_mean(X, scale).astype(np.float64) * (scale.sum() / n)
-    agg = v.astype(X.dtype)
+        if not scale.any():  # every row too far for float32 (distance inf): nothing moves v
+            continue
+        # v + (1/n) sum_i s_i (x_i - v)  =  (sum_i s_i / n) * mean_s(x) + (1 - mean(s)) v,
+        # mean_s the s-weighted mean (one BLAS product), the rest in place
+        moved = weighted_mean(X, scale)
+        moved *= scale.sum() / n
+        if step or center is not None:  # v = 0 before the first step without a centre
+            moved = axpy(v, moved, a=1.0 - scale.mean())
+        v = moved
+    agg = v
     if return_report:
         return agg, AggregationReport(
             "centered_clipping", n, f, scores=scale,

@@ -17,42 +17,92 @@ decrease falls below ``ftol`` while v is still far from the honest updates, and 
 iteration stops there (an output unbounded in the outliers' magnitude). The coordinate-wise
 median lies within the honest range of every coordinate when f < n / 2, and Weiszfeld
 steps never increase the objective, so the output stays near the honest updates.
+
+Each iteration reads X twice (the weighted sum, then the distances to it), both in X's
+precision. The result does not depend on the order of the clients, to the bit: the
+distances are computed row by row, the sums of weights and of the objective are exactly
+rounded (``math.fsum``), and the weighted sum adds the rows in an order fixed by their
+contents (weight, distance to the start, a random projection for ties), not by their
+positions. A stopping test on an order-dependent rounding could otherwise end the
+iteration one step earlier for one ordering of the same clients than for another.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, as_weights, check_f, raise_if_nonfinite
+import numpy as np
+from scipy.linalg.blas import get_blas_funcs
+
+from ._validate import as_update_matrix, as_weights, check_f, raise_if_nonfinite
 from .coordinate import coordinate_median
-from .mean import weighted_mean
 from .report import AggregationReport
+
+# Columns per step of the row-by-row kernels below: a float32 slice of v (and of the partial
+# sum) this long stays in the CPU caches while the rows stream past it.
+ROW_STEP = 250_000
 
 
 def distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """|x_i - v| for every row, computed directly (no Gram trick), chunked.
+    """|x_i - v| for every row, computed directly (no Gram trick), row by row.
 
     The differences are exact when x_i is within a factor two of v (Sterbenz), so nearly
-    equal updates do not cancel; each chunk's sums of squares (positive terms: no
-    cancellation either) run in X's precision and are accumulated across chunks in float64.
-    A chunk whose float32 differences or squares overflow (entries beyond about 1e19) is
-    redone in float64, so a huge but finite update gets its true, finite distance. Each
-    row's distance depends on that row alone, never on the order of the rows.
+    equal updates do not cancel; each step's sum of squares (positive terms: no
+    cancellation either) runs in X's precision (a BLAS dot) and the steps are accumulated
+    in float64. A step whose float32 differences or squares overflow (entries beyond about
+    1e19) is redone in float64, so a huge but finite update gets its true, finite distance.
+    Each row's distance depends on that row alone, never on the other rows or their order.
     """
     n, d = X.shape
     sq = np.zeros(n)
-    buf = np.empty((n, min(CHUNK_COLUMNS, d)), dtype=X.dtype)  # reused: no fresh pages per chunk
+    step = min(ROW_STEP, d)
+    buf = np.empty(step, dtype=X.dtype)  # reused: no fresh pages per row
     with np.errstate(over="ignore", invalid="ignore"):
-        for a in range(0, d, CHUNK_COLUMNS):
-            block, centre = X[:, a : a + CHUNK_COLUMNS], v[a : a + CHUNK_COLUMNS]
-            diff = buf[:, : block.shape[1]]
-            np.subtract(block, centre, out=diff)
-            part = np.einsum("ij,ij->i", diff, diff)
-            if not np.isfinite(part).all():  # overflow, or a NaN / Inf in X (the caller checks)
-                diff64 = block.astype(np.float64) - centre
-                part = np.einsum("ij,ij->i", diff64, diff64)
-            sq += part
+        for a in range(0, d, step):
+            centre = v[a : a + step]
+            diff = buf[: centre.shape[0]]
+            for i in range(n):
+                np.subtract(X[i, a : a + step], centre, out=diff)
+                part = float(np.dot(diff, diff))
+                if not math.isfinite(part):  # overflow, or a NaN / Inf in X (the caller checks)
+                    diff64 = X[i, a : a + step].astype(np.float64) - centre
+                    part = float(np.dot(diff64, diff64))
+                sq[i] += part
     return np.sqrt(sq)
+
+
+def _content_order(X: np.ndarray, alpha: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """A row order fixed by the rows' contents: by weight, then by distance to the start;
+    rows tied on both by their projection on a fixed random direction. Rows tied on all
+    three are, but for a measure-zero coincidence, identical rows of equal weight, whose
+    order does not change a sum."""
+    order = np.lexsort((dist, alpha))
+    key = np.stack([alpha[order], dist[order]], axis=1)
+    tied = np.zeros(len(order), dtype=bool)
+    same_as_next = np.all(key[1:] == key[:-1], axis=1)
+    tied[1:] |= same_as_next
+    tied[:-1] |= same_as_next
+    if not tied.any():
+        return order
+    direction = np.random.default_rng(0x5EED).standard_normal(X.shape[1]).astype(X.dtype)
+    probe = np.zeros(len(order))
+    probe[order[tied]] = [float(np.dot(X[i], direction)) for i in order[tied]]
+    return np.lexsort((probe, dist, alpha))
+
+
+def _weighted_sum(X: np.ndarray, w: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """sum_i w_i x_i in X's precision, adding the rows in ``order`` (BLAS axpy, in steps of
+    columns so that the partial sum stays in cache): the same bits for the same set of
+    (row, weight) pairs, whatever their positions in X."""
+    n, d = X.shape
+    axpy = get_blas_funcs("axpy", (X,))
+    out = np.zeros(d, dtype=X.dtype)
+    for a in range(0, d, ROW_STEP):
+        acc = out[a : a + ROW_STEP]
+        for i in order:
+            acc = axpy(X[i, a : a + ROW_STEP], acc, a=w[i])
+        out[a : a + ROW_STEP] = acc  # axpy updates acc in place; this is then a no-op copy
+    return out
 
 
 def geometric_median(
@@ -81,26 +131,28 @@ def geometric_median(
     n = X.shape[0]
     check_f("geometric_median", n, f, a=2, b=1)
     alpha = as_weights(weights, n)
-    alpha = np.full(n, 1.0 / n) if alpha is None else alpha / alpha.sum()
+    alpha = np.ones(n) if alpha is None else alpha
+    alpha = alpha / math.fsum(alpha)
     v = coordinate_median(X)  # robust start (see the module docstring)
     dist = distances_to(X, v)
     if not np.isfinite(dist).all():
         raise_if_nonfinite(X)  # else a finite row too far for float32: its weight is 0
-    objective = float(alpha @ dist)
+    order = _content_order(X, alpha, dist)
+    objective = math.fsum(alpha * dist)
     iterations = 0
     beta = alpha / np.maximum(nu, dist)
     for iterations in range(1, maxiter + 1):
         beta = alpha / np.maximum(nu, dist)
-        v = weighted_mean(X, beta, float64=True)
+        v = _weighted_sum(X, beta / math.fsum(beta), order)
         dist = distances_to(X, v)
-        new_objective = float(alpha @ dist)
+        new_objective = math.fsum(alpha * dist)
         converged = abs(objective - new_objective) <= ftol * max(new_objective, np.finfo(float).tiny)
         objective = new_objective
         if converged:
             break
     if return_report:
         return v, AggregationReport(
-            "geometric_median", n, f, scores=beta / beta.sum(),
+            "geometric_median", n, f, scores=beta / math.fsum(beta),
             details={"iterations": iterations, "objective": objective},
         )
     return v

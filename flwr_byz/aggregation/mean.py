@@ -9,33 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, as_weights, check_f, raise_if_nonfinite
+from ._validate import as_update_matrix, as_weights, check_f, raise_if_nonfinite
 from .report import AggregationReport
 
 
-def weighted_mean(X: np.ndarray, w: np.ndarray | None = None, *, float64: bool = False) -> np.ndarray:
+def weighted_mean(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """Mean of the rows of X (weighted by w when given): one BLAS matrix-vector product.
 
     The weights are normalised in float64, then the product runs in X's precision. Its
     rounding error per coordinate is at most about n * eps * sum_i w_i |x_i| (eps = 6e-8 in
     float32), and in practice a few eps: the accuracy of numpy's own ``X.mean(axis=0)``,
     well below the rounding of float32 inputs for the n of a federated round (the reference
-    tests check it against a float64 mean).
-
-    ``float64=True`` accumulates in float64 instead (chunked ``einsum``, about 4 times
-    slower): the order of the rows then changes the result only by float64 rounding, far
-    below what the iterative rules resolve, so that in practice a permutation of the clients
-    does not change their path (the geometric median's stopping test compares successive
-    objectives; with float32 accumulation a reordering did change its iteration count).
+    tests check it against a float64 mean). The rounding depends on the order of the rows;
+    the geometric median, whose stopping test would notice, sums in an order of its own
+    (see ``geometric_median``).
     """
-    n, d = X.shape
+    n = X.shape[0]
     w = np.full(n, 1.0 / n) if w is None else np.asarray(w, dtype=np.float64) / np.sum(w)
-    if not float64:
-        return w.astype(X.dtype) @ X
-    out = np.empty(d, dtype=X.dtype)
-    for a in range(0, d, CHUNK_COLUMNS):
-        out[a : a + CHUNK_COLUMNS] = np.einsum("i,ij->j", w, X[:, a : a + CHUNK_COLUMNS], dtype=np.float64)
-    return out
+    return w.astype(X.dtype) @ X
 
 
 def mean(updates, *, weights=None, f: int = 0, return_report: bool = False):
