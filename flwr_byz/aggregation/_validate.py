@@ -60,8 +60,16 @@ def as_update_matrix(updates, *, check_finite: bool = True) -> np.ndarray:
     return X
 
 
-def raise_if_nonfinite(X: np.ndarray) -> None:
-    """Raise ``ValueError`` naming the first row of ``X`` that holds NaN or Inf."""
+def raise_if_nonfinite(X: np.ndarray, result: np.ndarray | None = None) -> None:
+    """Raise ``ValueError`` naming the first row of ``X`` that holds NaN or Inf.
+
+    ``result``: a small array computed from every entry of X (a Gram matrix, a mean, the
+    distances to a point), which any NaN or Inf in X reaches. X is then scanned only when
+    ``result`` is not finite, so that valid input costs no extra pass over X (a finite X
+    whose result overflowed is scanned and passes).
+    """
+    if result is not None and np.isfinite(result).all():
+        return
     bad = nonfinite_rows(X)
     if bad.size:
         raise ValueError(f"update of client {int(bad[0])} holds NaN or Inf values")

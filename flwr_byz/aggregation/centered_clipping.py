@@ -57,8 +57,7 @@ def centered_clipping(
     scale = np.ones(n)
     for step in range(iterations):
         dist = distances_to(X, v)
-        if not np.isfinite(dist).all():
-            raise_if_nonfinite(X)  # else a finite row too far for float32: clipped to nothing
+        raise_if_nonfinite(X, dist)  # a finite row too far for float32 passes: clipped to nothing
         scale = tau / np.maximum(dist, tau)  # = min(1, tau / |x_i - v|), no division by 0
         if not scale.any():  # every row too far for float32 (distance inf): nothing moves v
             continue

@@ -109,8 +109,7 @@ def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = GRAM_COLUMNS) -> n
     n = X.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
         G = _centred_gram(X, chunk_columns, robust=False)
-        if not np.isfinite(G).all():
-            raise_if_nonfinite(X)
+        raise_if_nonfinite(X, G)
         D, unresolved = _distances_from_gram(X, G)
         if not unresolved.any():
             return D

@@ -135,8 +135,7 @@ def geometric_median(
     alpha = alpha / math.fsum(alpha)
     v = coordinate_median(X)  # robust start (see the module docstring)
     dist = distances_to(X, v)
-    if not np.isfinite(dist).all():
-        raise_if_nonfinite(X)  # else a finite row too far for float32: its weight is 0
+    raise_if_nonfinite(X, dist)  # a finite row too far for float32 passes: its weight is 0
     order = _content_order(X, alpha, dist)
     objective = math.fsum(alpha * dist)
     iterations = 0

@@ -43,8 +43,7 @@ def mean(updates, *, weights=None, f: int = 0, return_report: bool = False):
     check_f("mean", n, f, a=n + 1, b=0, formula="(n + 1) f (no tolerance: f must be 0)")
     w = as_weights(weights, n)
     agg = weighted_mean(X, w)
-    if not np.isfinite(agg).all():  # a NaN or Inf in X (0 * Inf is NaN: zero weights too)
-        raise_if_nonfinite(X)
+    raise_if_nonfinite(X, agg)  # 0 * Inf is NaN: a zero weight does not hide an Inf
     if return_report:
         return agg, AggregationReport("mean", n, f, selected=list(range(n)))
     return agg
