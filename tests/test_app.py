@@ -4,6 +4,7 @@ run-config simulation scenario)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,68 @@ def test_client_app_needs_its_partition(task_identity):
     ctx = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config=run_settings({}))
     with pytest.raises(ValueError, match="partition-id"):
         client_app.train(msg, ctx)
+
+
+def test_client_app_node_config_backdoors(task_identity):
+    """Backdoor SuperNodes from their node config alone: the same attacker classes and
+    trigger as `flwr-byz simulate` (runner.backdoor_client)."""
+    honest, _ = _train({"partition-id": 1, "num-partitions": 4})
+    target = 7
+    node = {"partition-id": 1, "num-partitions": 4, "attack": "backdoor", "attack-fraction": 0.5,
+            "attack-params": '{"trigger": {"target": %d}}' % target}
+    poisoned, metrics = _train(node)
+    assert metrics["attack.malicious"] == 1 and metrics["attack.backdoor-target"] == target
+    assert metrics["attack.backdoor-fraction"] == 0.5
+    assert not np.allclose(poisoned, honest)  # trained on relabelled, stamped inputs
+    # model replacement: the backdoor update scaled by gamma = n / server_lr (n = num-partitions)
+    replaced, metrics = _train({**node, "attack": "model_replacement"})
+    assert metrics["attack.gamma"] == 4.0
+    np.testing.assert_allclose(replaced, 4.0 * poisoned, rtol=1e-4, atol=1e-6)
+    # the ALIE backdoor without a rendezvous only knows its own update (sigma = 0): the
+    # projection box is a point, and the node sends its own honest update
+    alie, metrics = _train({**node, "attack": "alie_backdoor", "attack-z": 1.0})
+    assert metrics["attack.alie-z"] == 1.0 and metrics["attack.malicious"] == 1
+    np.testing.assert_allclose(alie, honest, rtol=1e-5, atol=1e-7)
+
+
+def test_server_evaluation_reports_the_backdoor_asr(tmp_path):
+    """The ServerApp's evaluate_fn: accuracy and loss always; the ASR (on triggered test
+    inputs whose true label is not the target) when the run config's attack is a backdoor,
+    with the trigger the attacking nodes build from the same attack-params."""
+    from flwr_byz.app import server_app
+    from flwr_byz.simulations import runner
+    from flwr_byz.simulations.backdoor_eval import backdoor_inputs, predict
+    from flwr_byz.simulations.datasets import load_dataset
+
+    data = load_dataset("digits")
+    model = make_model("mlp", data.input_shape, data.num_classes, seed=0)
+    arrays = ArrayRecord(dict(zip(model.state_dict().keys(), (Array(w) for w in get_weights(model)))))
+
+    class Strategy:
+        history: list = []
+
+    # target: the label the (untrained) model gives most stamped inputs, so the ASR is not 0
+    stamped, _ = backdoor_inputs(data, runner.cell_trigger(data, {"trigger": {"size": 2}}))
+    target = int(np.bincount(predict(model, stamped)).argmax())
+    spec = {"target": target, "size": 2}
+    for attack, params in (("none", "{}"), ("backdoor", json.dumps({"trigger": spec}))):
+        settings = run_settings({"attack": attack, "attack-params": params, "num-malicious": 0})
+        writer = runner.ResultsWriter(tmp_path / attack)
+        evaluate = server_app.RoundEvaluation(settings, 7, data, model, Strategy(), writer)
+        metrics = dict(evaluate(0, arrays))
+        row = json.loads(writer.path.read_text().splitlines()[0])
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+        if attack == "none":
+            assert evaluate.trigger is None and "asr" not in metrics and "asr" not in row
+            continue
+        trigger = evaluate.trigger
+        assert trigger.target == target and trigger.size == (2, 2)
+        assert trigger == runner.cell_trigger(data, {"trigger": spec})
+        x_bd, y_true = backdoor_inputs(data, trigger)
+        np.testing.assert_array_equal(y_true, data.y_test)
+        assert np.all(x_bd[:, :, :2, :2] == trigger.value)  # stamped top-left 2x2
+        non_target = y_true != target
+        expected = float(np.mean(predict(model, x_bd[non_target]) == target))
+        assert expected > 0
+        assert metrics["asr"] == pytest.approx(expected)
+        assert row["asr"] == pytest.approx(expected) and row["round"] == 0 and row["cfg_attack"] == "backdoor"

@@ -10,10 +10,12 @@ malicious SuperNode is started by its flags alone:
 Honest nodes train :class:`~flwr_byz.clients.honest.TorchClient` on their partition (built
 by :func:`flwr_byz.simulations.runner.honest_client`, so deployment and simulation train
 identically). A node whose node config has ``attack`` wraps it in
-:class:`~flwr_byz.clients.malicious.MaliciousClient`; colluding attacks (ALIE, IPM,
-Min-Max, Min-Sum) meet the other corrupted nodes at a rendezvous
-(:mod:`flwr_byz.clients.rendezvous`) when ``rendezvous`` is set, and otherwise use the
-node's own update only (with a warning).
+:class:`~flwr_byz.clients.malicious.MaliciousClient`, or, for the backdoor attacks
+(``backdoor``, ``model_replacement``, ``alie_backdoor``), in the backdoor client that
+``flwr-byz simulate`` uses (:func:`flwr_byz.simulations.runner.backdoor_client`, the same
+trigger from ``attack-params``); colluding attacks (ALIE, IPM, Min-Max, Min-Sum, the ALIE
+backdoor) meet the other corrupted nodes at a rendezvous (:mod:`flwr_byz.clients.rendezvous`)
+when ``rendezvous`` is set, and otherwise use the node's own update only (with a warning).
 
 Simulation (``flwr run .`` on a local simulation connection): the Simulation Engine gives
 every node the same node config (only ``partition-id`` / ``num-partitions`` differ), so
@@ -96,15 +98,23 @@ def _node_client(context: Context, key: tuple, pid: int, config: dict):
     if attack == "none":
         return client, None
     collusion = None
-    if attack in COLLUDING and nc.get("rendezvous"):
+    colluding = attack in COLLUDING or attack == "alie_backdoor"
+    if colluding and nc.get("rendezvous"):
         client = CachedFit(client)
         collusion = RendezvousCollusion(
             client, member=pid, expected=int(params["num_malicious"]), address=str(nc["rendezvous"]),
             authkey=read_authkey(nc.get("rendezvous-authkey-file") or None),
             timeout=float(nc.get("rendezvous-timeout", 60.0)), label=f"{context.run_id}|{attack}",
         )
-    elif attack in COLLUDING:
+    elif colluding:
         LOG.warning("node %s runs %s without a rendezvous: it only knows its own update", pid, attack)
+    if attack in runner.BACKDOORS:
+        data = runner.load_partitioned(key)[0]
+        client = runner.backdoor_client(client, attack, params, data, collusion=collusion,
+                                        num_clients=int(params["num_clients"]),
+                                        num_malicious=int(params["num_malicious"]),
+                                        server_lr=float(config.get("server-lr", 1.0)))
+        return client, collusion
     return MaliciousClient(client, attack, collusion=collusion, **params), collusion
 
 

@@ -2,8 +2,9 @@
 
 Reads the run config, builds the robust strategy by name
 (:func:`flwr_byz.app.settings.build_strategy`), evaluates the global model on the
-dataset's test split before training and after every round (server side), and appends one
-JSON line per evaluated round to ``<results-dir>/results.jsonl``
+dataset's test split before training and after every round (server side; with the
+backdoor's attack success rate when the run config's ``attack`` is a backdoor, see
+:func:`backdoor_trigger`), and appends one JSON line per evaluated round to ``<results-dir>/results.jsonl``
 (:class:`flwr_byz.simulations.runner.ResultsWriter`: flushed and fsynced, so a run that
 dies loses at most the round in flight). Rows carry ``run_id``; several runs may share a
 results directory.
@@ -24,7 +25,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from ..simulations import runner
-from .settings import build_strategy, run_settings, train_config
+from .settings import build_strategy, json_param, run_settings, train_config
 
 app = ServerApp()
 
@@ -64,10 +65,60 @@ def round_row(settings: dict, run_id: int, server_round: int, accuracy: float, l
     }
 
 
+def backdoor_trigger(settings: dict, data):
+    """The trigger whose attack success rate the server measures every round, or None.
+
+    Measured when the run config's ``attack`` is a backdoor (``backdoor``,
+    ``model_replacement``, ``alie_backdoor``): the trigger is
+    :func:`flwr_byz.simulations.runner.cell_trigger` of the run config's ``attack-params``,
+    the one the attacking nodes build from the same parameters. In a deployment whose
+    backdoor nodes are chosen by their node configs, set ``attack`` (and the same
+    ``attack-params``) in the run config with ``num-malicious=0``: the server then measures
+    the ASR while no partition is made malicious by the run config.
+    """
+    if str(settings["attack"]) not in runner.BACKDOORS:
+        return None
+    return runner.cell_trigger(data, json_param(settings["attack-params"], "attack-params"))
+
+
+class RoundEvaluation:
+    """The ServerApp's ``evaluate_fn``: evaluates the global model on the test split (and,
+    for a backdoor run, its attack success rate on the triggered non-target test inputs),
+    appends the round's row to the results file and returns the metrics to Flower."""
+
+    def __init__(self, settings: dict, run_id: int, data, model, strategy, writer):
+        self.settings, self.run_id, self.data, self.model = settings, run_id, data, model
+        self.strategy, self.writer = strategy, writer
+        self.trigger = backdoor_trigger(settings, data)
+        self.t = time.perf_counter()
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        from ..clients.honest import evaluate_model
+        from ..models import set_weights
+
+        set_weights(self.model, [a.numpy() for a in arrays.values()])
+        extra = {}
+        if self.trigger is None:
+            loss, acc = evaluate_model(self.model, self.data.x_test, self.data.y_test)
+        else:
+            from ..simulations.backdoor_eval import evaluate_backdoor
+
+            res = evaluate_backdoor(self.model, self.data, self.trigger)
+            loss, acc, extra["asr"] = res["loss"], res["accuracy"], float(res["asr"])
+            log(logging.INFO, "[flwr-byz] round %s: accuracy %.4f, backdoor ASR %.4f", server_round, acc,
+                extra["asr"])
+        history = self.strategy.history
+        entry = history[-1] if server_round > 0 and history and history[-1].get("round") == server_round else {}
+        now = time.perf_counter()
+        row = round_row(self.settings, self.run_id, server_round, acc, loss, entry, now - self.t)
+        self.writer.append({**row, **extra})
+        self.t = now
+        return MetricRecord({"accuracy": float(acc), "loss": float(loss), **extra})
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    from ..clients.honest import evaluate_model
-    from ..models import get_weights, make_model, set_weights
+    from ..models import get_weights, make_model
     from ..simulations.datasets import load_dataset
 
     settings = run_settings(context.run_config)
@@ -81,18 +132,7 @@ def main(grid: Grid, context: Context) -> None:
     names = list(model.state_dict().keys())
     initial = ArrayRecord(dict(zip(names, (Array(w) for w in get_weights(model)))))
     strategy = build_strategy(settings)
-    clock = {"t": time.perf_counter()}
-
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        set_weights(model, [a.numpy() for a in arrays.values()])
-        loss, acc = evaluate_model(model, data.x_test, data.y_test)
-        entry = {}
-        if server_round > 0 and strategy.history and strategy.history[-1].get("round") == server_round:
-            entry = strategy.history[-1]
-        now = time.perf_counter()
-        writer.append(round_row(settings, run_id, server_round, acc, loss, entry, now - clock["t"]))
-        clock["t"] = now
-        return MetricRecord({"accuracy": float(acc), "loss": float(loss)})
+    evaluate_fn = RoundEvaluation(settings, run_id, data, model, strategy, writer)
 
     result = strategy.start(
         grid=grid, initial_arrays=initial, num_rounds=int(settings["num-rounds"]),

@@ -90,6 +90,27 @@ def cell_trigger(data, params: dict):
     return PixelTrigger(**spec)
 
 
+def backdoor_client(client, attack: str, params: dict, data, *, collusion, num_clients: int, num_malicious: int,
+                    server_lr: float = 1.0):
+    """``client`` (honest) turned into the backdoor attacker ``attack`` (one of
+    :data:`BACKDOORS`) with the trigger :func:`cell_trigger` of ``data`` and ``params``
+    (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0). Simulation cells
+    and the Flower App's backdoor SuperNodes both build their attackers here."""
+    from ..clients.backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
+
+    trig = cell_trigger(data, params)
+    fraction = float(params.get("fraction", 0.5))
+    if attack == "backdoor":
+        return BackdoorClient(client, trig, fraction=fraction)
+    if attack == "model_replacement":
+        return ModelReplacementClient(client, trig, gamma=params.get("gamma"), num_clients=num_clients,
+                                      server_lr=server_lr, fraction=fraction)
+    if attack == "alie_backdoor":
+        return AlieBackdoorClient(client, trig, collusion=collusion, z=params.get("z"), num_clients=num_clients,
+                                  num_malicious=num_malicious, fraction=fraction, alpha=params.get("alpha", 1.0))
+    raise ValueError(f"unknown backdoor attack {attack!r}; choose from {BACKDOORS}")
+
+
 def scenario_fit(key: tuple, pid: int, parameters, config: dict):
     """What client ``pid`` replies in the round described by ``config``."""
     from ..clients.collusion import Collusion
@@ -103,18 +124,8 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
         n = int(config.get("num-clients", key[3]))
         collusion = Collusion(range(m), lambda p: honest_client(key, p, config), label=str(config.get("cell", "")))
         if attack in BACKDOORS:
-            from ..clients.backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
-
-            trig = cell_trigger(load_partitioned(key)[0], params)
-            fraction = float(params.get("fraction", 0.5))
-            if attack == "backdoor":
-                client = BackdoorClient(client, trig, fraction=fraction)
-            elif attack == "model_replacement":
-                client = ModelReplacementClient(client, trig, gamma=params.get("gamma"), num_clients=n,
-                                                server_lr=float(config.get("server-lr", 1.0)), fraction=fraction)
-            else:
-                client = AlieBackdoorClient(client, trig, collusion=collusion, z=params.get("z"), num_clients=n,
-                                            num_malicious=m, fraction=fraction, alpha=params.get("alpha", 1.0))
+            client = backdoor_client(client, attack, params, load_partitioned(key)[0], collusion=collusion,
+                                     num_clients=n, num_malicious=m, server_lr=float(config.get("server-lr", 1.0)))
         else:
             params.setdefault("num_clients", n)
             params.setdefault("num_malicious", m)
