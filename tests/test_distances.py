@@ -108,9 +108,10 @@ def test_honest_distances_survive_a_huge_outlier(alie_input, magnitude):
     others = [i for i in range(X.shape[0]) if i != 12]
     rel, zero = errors(D, R, rows=others)
     assert rel <= REL_TOL and zero <= ZERO_TOL
-    # distances to the outlier: accurate, or +inf when they exceed float32's range
+    # distances to the outlier: accurate too (computed directly, in float64, where the float32
+    # products overflow)
     far = D[12, others]
-    assert np.all((far == np.inf) | (np.abs(far - R[12, others]) <= 1e-4 * R[12, others]))
+    assert np.all(np.abs(far - R[12, others]) <= 1e-4 * R[12, others])
     # Krum and Multi-Krum never pick the outlier
     _, rep = krum(X, f=5, return_report=True)
     assert rep.selected[0] != 12
@@ -198,7 +199,56 @@ def test_median_pass_when_every_row_is_unresolved(monkeypatch):
     X[12] = 1e30 * np.random.default_rng(6).standard_normal(X.shape[1]).astype(np.float32)
     calls = _record_gram_passes(monkeypatch)
     D = pairwise_sq_distances(X)
-    assert calls == [(False, None), (True, None)]
+    assert calls == [(False, None), (True, list(range(X.shape[0])))]
     others = [i for i in range(X.shape[0]) if i != 12]
     rel, zero = errors(D, direct_sq_distances(X), rows=others)
     assert rel <= REL_TOL and zero <= ZERO_TOL
+
+
+def test_two_tight_clusters_on_either_side_are_two_groups(monkeypatch):
+    """Two colluding clusters, far apart on either side of the honest rows: their mutual
+    distances are unresolved in the first pass, and the rows involved form two groups (no
+    unresolved entry links them), each centred at its own mean."""
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal(70_000)
+    honest = rng.standard_normal((9, g.size)) + g
+    A = 30 * g + 1e-3 * rng.standard_normal((3, g.size))
+    B = -30 * g + 1e-3 * rng.standard_normal((3, g.size))
+    X = np.vstack([honest, A, B]).astype(np.float32)
+    calls = _record_gram_passes(monkeypatch)
+    D = pairwise_sq_distances(X)
+    assert calls == [(False, None), (False, [9, 10, 11]), (False, [12, 13, 14])]
+    rel, zero = errors(D, direct_sq_distances(X))
+    assert rel <= REL_TOL and zero == 0.0
+
+
+def test_groups_split_again_when_their_own_mean_is_not_enough(monkeypatch):
+    """Honest rows (spread 1e-4), a group of three 1e3 away (spread 1) and a huge outlier:
+    in the first pass the honest rows and the group are linked by unresolved entries (the
+    outlier drags the mean 1e5 away); centred at their joint mean, the honest-to-group
+    distances resolve but each block does not, and each block is then its own group."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 1.5, 70_000)
+    honest = base + 1e-4 * rng.standard_normal((9, base.size))
+    group = base + 1e3 + rng.standard_normal((3, base.size))
+    outlier = 1e6 * rng.standard_normal((1, base.size))
+    X = np.vstack([honest, group, outlier]).astype(np.float32)
+    calls = _record_gram_passes(monkeypatch)
+    D = pairwise_sq_distances(X)
+    assert calls == [(False, None), (False, list(range(12))), (False, list(range(9))), (False, [9, 10, 11])]
+    rel, zero = errors(D, direct_sq_distances(X))
+    assert rel <= REL_TOL and zero <= ZERO_TOL
+
+
+def test_what_no_gram_matrix_resolves_is_computed_directly():
+    """Bit-identical huge rows (float32 products overflow whatever the centre): distance
+    exactly 0, not inf; their distances to the other rows are finite and accurate."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((9, 64)).astype(np.float32)
+    X[7] = 3e38 * rng.choice([-1.0, 1.0], 64).astype(np.float32)
+    X[8] = X[7]
+    D = pairwise_sq_distances(X)
+    assert D[7, 8] == 0.0 and D[8, 7] == 0.0
+    R = direct_sq_distances(X)
+    assert np.all(np.isfinite(D))
+    np.testing.assert_allclose(D, R, rtol=1e-5)

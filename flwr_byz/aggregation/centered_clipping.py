@@ -17,7 +17,7 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 from ._validate import as_update_matrix, check_f, raise_if_nonfinite
-from .geometric_median import distances_to
+from .distances import distances_to
 from .mean import weighted_mean
 from .report import AggregationReport
 

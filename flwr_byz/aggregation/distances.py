@@ -11,22 +11,32 @@ accumulated in float64, so the result agrees with a float64 direct computation t
 1e-6 relative to the squared spread (tests/test_distances.py checks it on ALIE-like input).
 
 The column mean is not robust, and a mean-centred float32 product cannot resolve every
-distance. When the first pass shows unresolved entries (a non-finite distance, or one far
-below the rounding error bound of its two rows that is not an exact duplicate), a second
-pass recomputes the Gram matrix of just the rows involved, centred at *their* mean. Two
-cases cover what attacks send: a tight cluster of colluding updates far from the honest
-ones (the rows involved are the cluster, whose own mean sits inside it), and a huge
-Byzantine update that drags the overall mean away from the honest majority (the rows
-involved are the honest ones, whose own mean is theirs). That pass costs (k / n)^2 of the
-first for k rows involved. If it still leaves entries unresolved, or every row is involved,
-the Gram matrix of all rows is recomputed around the coordinate-wise median, which stays
-within the range of the honest values whenever they are a majority. Distances that still
-overflow are returned as ``inf``.
+distance. An entry is *unresolved* when it is not finite or far below the rounding error
+bound of its two rows (and the rows are not exact duplicates). Unresolved entries are
+recomputed, in this order, until none is left:
+
+1. Each group of rows linked by unresolved entries gets a Gram matrix of its own, centred
+   at its own mean; what that leaves unresolved splits into groups again (a few times).
+   This covers what attacks send: a tight cluster of colluding updates far from the honest
+   ones (the group is the cluster, whose own mean sits inside it; two such clusters on
+   either side are two groups), and a huge update that drags the overall mean away from the
+   honest majority (the group is the honest rows). A group of k rows costs (k / n)^2 of the
+   first product.
+2. The rows still involved get a Gram matrix centred at their coordinate-wise median,
+   which stays within the range of the honest values whenever they are a majority (the case
+   of float32 products that overflow for every pair).
+3. Whatever is left is computed directly, |x_i - x_j|^2 from the differences (one pass over
+   X per row involved, float64 where float32 overflows): exact up to the rounding of the sum.
+   Only distances beyond float64's range come out as ``inf``.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ._validate import raise_if_nonfinite
 from .coordinate import coordinate_median
@@ -86,7 +96,7 @@ def _distances_from_gram(X: np.ndarray, G: np.ndarray, rows=None) -> tuple[np.nd
     sq = np.diag(G).copy()
     D = sq[:, None] + sq[None, :] - 2.0 * G
     off = ~np.eye(G.shape[0], dtype=bool)
-    same = (G == sq[:, None]) & (G == sq[None, :])  # centred rows that are bit-identical
+    same = (G == sq[:, None]) & (G == sq[None, :]) & np.isfinite(G)  # centred rows bit-identical
     small = ~np.isfinite(D) | (D < _RESOLVED_FRACTION * (sq[:, None] + sq[None, :]))
     unresolved = small & ~same & off
     if not _duplicates_verified(X, same, rows):
@@ -95,6 +105,67 @@ def _distances_from_gram(X: np.ndarray, G: np.ndarray, rows=None) -> tuple[np.nd
     np.maximum(D, 0.0, out=D)
     np.fill_diagonal(D, 0.0)
     return D, unresolved
+
+
+# Columns per step of the row-by-row kernels (distances_to here, the geometric median's sums): a float32 slice of v (and of the partial
+# sum) this long stays in the CPU caches while the rows stream past it.
+ROW_STEP = 250_000
+
+
+def distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """|x_i - v| for every row: the square root of :func:`sq_distances_to`."""
+    return np.sqrt(sq_distances_to(X, v))
+
+
+def sq_distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """|x_i - v|^2 (float64) for every row, computed directly (no Gram trick), row by row.
+
+    The differences are exact when x_i is within a factor two of v (Sterbenz), so nearly
+    equal updates do not cancel; each step's sum of squares (positive terms: no
+    cancellation either) runs in X's precision (a BLAS dot) and the steps are accumulated
+    in float64. A step whose float32 differences or squares overflow (entries beyond about
+    1e19) is redone in float64, so a huge but finite update gets its true, finite distance.
+    Each row's distance depends on that row alone, never on the other rows or their order.
+    """
+    n, d = X.shape
+    sq = np.zeros(n)
+    step = min(ROW_STEP, d)
+    buf = np.empty(step, dtype=X.dtype)  # reused: no fresh pages per row
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, d, step):
+            centre = v[a : a + step]
+            diff = buf[: centre.shape[0]]
+            for i in range(n):
+                np.subtract(X[i, a : a + step], centre, out=diff)
+                part = float(np.dot(diff, diff))
+                if not math.isfinite(part):  # overflow, or a NaN / Inf in X (the caller checks)
+                    diff64 = X[i, a : a + step].astype(np.float64) - centre
+                    part = float(np.dot(diff64, diff64))
+                sq[i] += part
+    return sq
+
+
+def _linked_groups(unresolved: np.ndarray) -> list[np.ndarray]:
+    """The groups of rows linked by unresolved entries (connected components, each sorted)."""
+    involved = np.flatnonzero(unresolved.any(axis=1))
+    if involved.size == 0:
+        return []
+    _, label = connected_components(csr_matrix(unresolved[np.ix_(involved, involved)]), directed=False)
+    return [involved[label == k] for k in range(label.max() + 1)]
+
+
+def _refine(D: np.ndarray, unresolved: np.ndarray, X: np.ndarray, G: np.ndarray, rows: np.ndarray) -> None:
+    """Take the entries of ``X[rows]`` that are unresolved from the Gram matrix G of those
+    rows; they stay unresolved where G does not resolve them either (in place)."""
+    sub = np.ix_(rows, rows)
+    D_rows, still = _distances_from_gram(X, G, rows)
+    todo = unresolved[sub]
+    D[sub] = np.where(todo, D_rows, D[sub])
+    unresolved[sub] = todo & still
+
+
+# At most this many rounds of step 1 (each splits what the previous one left).
+_MAX_SPLITS = 3
 
 
 def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = GRAM_COLUMNS) -> np.ndarray:
@@ -111,14 +182,21 @@ def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = GRAM_COLUMNS) -> n
         G = _centred_gram(X, chunk_columns, robust=False)
         raise_if_nonfinite(X, G)
         D, unresolved = _distances_from_gram(X, G)
-        if not unresolved.any():
-            return D
+        tried = {tuple(range(n))}  # a group's own mean is the same as last time: no progress
+        for _ in range(_MAX_SPLITS):
+            groups = [g for g in _linked_groups(unresolved) if tuple(g) not in tried]
+            if not groups:
+                break
+            for rows in groups:
+                tried.add(tuple(rows))
+                _refine(D, unresolved, X, _centred_gram(X, chunk_columns, False, rows), rows)
         rows = np.flatnonzero(unresolved.any(axis=1))
-        if rows.size < n:  # second pass: the rows involved, centred at their own mean
-            sub = np.ix_(rows, rows)
-            D_rows, still = _distances_from_gram(X, _centred_gram(X, chunk_columns, False, rows), rows)
-            if not still.any():
-                D[sub] = np.where(unresolved[sub], D_rows, D[sub])
-                return D
-        D, _ = _distances_from_gram(X, _centred_gram(X, chunk_columns, robust=True))
+        if rows.size:
+            _refine(D, unresolved, X, _centred_gram(X, chunk_columns, True, rows), rows)
+        for i in np.flatnonzero(unresolved.any(axis=1)):
+            todo = unresolved[i]
+            if todo.any():
+                direct = sq_distances_to(X, X[i])
+                D[i, todo] = D[todo, i] = direct[todo]
+                unresolved[i, todo] = unresolved[todo, i] = False
     return D

@@ -22,13 +22,14 @@ Each iteration reads X twice (the weighted sum, then the distances to it), both 
 precision. The result does not depend on the order of the clients, to the bit: the
 distances are computed row by row, the sums of weights and of the objective are exactly
 rounded (``math.fsum``), and the weighted sum adds the rows in an order fixed by their
-contents (weight, distance to the start, a random projection for ties), not by their
+contents (weight, distance to the start, then the rows' bytes for ties), not by their
 positions. A stopping test on an order-dependent rounding could otherwise end the
 iteration one step earlier for one ordering of the same clients than for another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -36,58 +37,40 @@ from scipy.linalg.blas import get_blas_funcs
 
 from ._validate import as_update_matrix, as_weights, check_f, raise_if_nonfinite
 from .coordinate import coordinate_median
+from .distances import ROW_STEP, distances_to
 from .report import AggregationReport
 
-# Columns per step of the row-by-row kernels below: a float32 slice of v (and of the partial
-# sum) this long stays in the CPU caches while the rows stream past it.
-ROW_STEP = 250_000
-
-
-def distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """|x_i - v| for every row, computed directly (no Gram trick), row by row.
-
-    The differences are exact when x_i is within a factor two of v (Sterbenz), so nearly
-    equal updates do not cancel; each step's sum of squares (positive terms: no
-    cancellation either) runs in X's precision (a BLAS dot) and the steps are accumulated
-    in float64. A step whose float32 differences or squares overflow (entries beyond about
-    1e19) is redone in float64, so a huge but finite update gets its true, finite distance.
-    Each row's distance depends on that row alone, never on the other rows or their order.
-    """
-    n, d = X.shape
-    sq = np.zeros(n)
-    step = min(ROW_STEP, d)
-    buf = np.empty(step, dtype=X.dtype)  # reused: no fresh pages per row
-    with np.errstate(over="ignore", invalid="ignore"):
-        for a in range(0, d, step):
-            centre = v[a : a + step]
-            diff = buf[: centre.shape[0]]
-            for i in range(n):
-                np.subtract(X[i, a : a + step], centre, out=diff)
-                part = float(np.dot(diff, diff))
-                if not math.isfinite(part):  # overflow, or a NaN / Inf in X (the caller checks)
-                    diff64 = X[i, a : a + step].astype(np.float64) - centre
-                    part = float(np.dot(diff64, diff64))
-                sq[i] += part
-    return np.sqrt(sq)
-
-
 def _content_order(X: np.ndarray, alpha: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """A row order fixed by the rows' contents: by weight, then by distance to the start;
-    rows tied on both by their projection on a fixed random direction. Rows tied on all
-    three are, but for a measure-zero coincidence, identical rows of equal weight, whose
-    order does not change a sum."""
+    """A row order fixed by the rows' contents, not their positions: by weight, then by
+    distance to the start; rows tied on both by content (see :func:`_by_content`)."""
     order = np.lexsort((dist, alpha))
-    key = np.stack([alpha[order], dist[order]], axis=1)
-    tied = np.zeros(len(order), dtype=bool)
-    same_as_next = np.all(key[1:] == key[:-1], axis=1)
-    tied[1:] |= same_as_next
-    tied[:-1] |= same_as_next
-    if not tied.any():
-        return order
-    direction = np.random.default_rng(0x5EED).standard_normal(X.shape[1]).astype(X.dtype)
-    probe = np.zeros(len(order))
-    probe[order[tied]] = [float(np.dot(X[i], direction)) for i in order[tied]]
-    return np.lexsort((probe, dist, alpha))
+    out, i, n = [], 0, len(order)
+    while i < n:
+        j = i + 1
+        while j < n and alpha[order[j]] == alpha[order[i]] and dist[order[j]] == dist[order[i]]:
+            j += 1
+        out.extend(order[i:j] if j == i + 1 else _by_content(X, order[i:j]))
+        i = j
+    return np.asarray(out, dtype=np.intp)
+
+
+def _by_content(X: np.ndarray, rows) -> list:
+    """``rows`` (of equal weight) grouped into classes of bit-identical rows, compared in
+    full, and the classes ordered by a BLAKE2 digest of their bytes. Within a class the order
+    is positional, and harmless: swapping two identical terms of equal weight does not change
+    a sum. (Distinct rows tied on weight and distance are not rare: one ulp apart in a few
+    coordinates, or huge rows whose distances round alike.)"""
+    classes: list[list[int]] = []
+    for r in rows:
+        for members in classes:
+            if np.array_equal(X[members[0]], X[r]):
+                members.append(int(r))
+                break
+        else:
+            classes.append([int(r)])
+    if len(classes) > 1:
+        classes.sort(key=lambda members: hashlib.blake2b(memoryview(X[members[0]]), digest_size=16).digest())
+    return [r for members in classes for r in members]
 
 
 def _weighted_sum(X: np.ndarray, w: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -103,6 +86,14 @@ def _weighted_sum(X: np.ndarray, w: np.ndarray, order: np.ndarray) -> np.ndarray
             acc = axpy(X[i, a : a + ROW_STEP], acc, a=w[i])
         out[a : a + ROW_STEP] = acc  # axpy updates acc in place; this is then a no-op copy
     return out
+
+
+def _objective(alpha: np.ndarray, dist: np.ndarray) -> float:
+    """sum_i alpha_i |v - x_i|, exactly rounded (order-independent). A row too far for the
+    floats (distance inf; possible only for float64 input beyond ~1e154) has weight 0 in the
+    iteration and is left out here, so that the stopping test compares finite numbers."""
+    finite = np.isfinite(dist)
+    return math.fsum(alpha[finite] * dist[finite])
 
 
 def geometric_median(
@@ -137,14 +128,14 @@ def geometric_median(
     dist = distances_to(X, v)
     raise_if_nonfinite(X, dist)  # a finite row too far for float32 passes: its weight is 0
     order = _content_order(X, alpha, dist)
-    objective = math.fsum(alpha * dist)
+    objective = _objective(alpha, dist)
     iterations = 0
     beta = alpha / np.maximum(nu, dist)
     for iterations in range(1, maxiter + 1):
         beta = alpha / np.maximum(nu, dist)
         v = _weighted_sum(X, beta / math.fsum(beta), order)
         dist = distances_to(X, v)
-        new_objective = math.fsum(alpha * dist)
+        new_objective = _objective(alpha, dist)
         converged = abs(objective - new_objective) <= ftol * max(new_objective, np.finfo(float).tiny)
         objective = new_objective
         if converged:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
 from .distances import pairwise_sq_distances
-from .geometric_median import distances_to
+from .distances import distances_to
 
 
 def clip_norms(updates, *, threshold: float | None = None) -> np.ndarray:
