@@ -50,9 +50,9 @@ def centered_clipping(
     if iterations < 1:
         raise ValueError(f"centered_clipping: iterations must be >= 1, got {iterations}")
     v = np.zeros(d, dtype=X.dtype) if center is None else np.asarray(center, dtype=np.float64).reshape(-1)
-    if v.shape != (d,) or not np.all(np.isfinite(v)) or not np.all(np.isfinite(v.astype(X.dtype))):
+    v = v.astype(X.dtype)  # finite in X's precision too (a float64 centre beyond 3e38 is not)
+    if v.shape != (d,) or not np.all(np.isfinite(v)):
         raise ValueError(f"centered_clipping: center must be a finite vector of length {d}")
-    v = v.astype(X.dtype)
     axpy = get_blas_funcs("axpy", (X,))
     scale = np.ones(n)
     for step in range(iterations):

@@ -21,8 +21,7 @@ import numpy as np
 
 from ._validate import as_update_matrix
 from .coordinate import coordinate_median
-from .distances import pairwise_sq_distances
-from .distances import distances_to
+from .distances import distances_to, pairwise_sq_distances
 from .mean import weighted_mean
 from .pipeline import RobustAggregator
 from .report import AggregationReport

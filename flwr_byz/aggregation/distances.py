@@ -107,8 +107,9 @@ def _distances_from_gram(X: np.ndarray, G: np.ndarray, rows=None) -> tuple[np.nd
     return D, unresolved
 
 
-# Columns per step of the row-by-row kernels (distances_to here, the geometric median's sums): a float32 slice of v (and of the partial
-# sum) this long stays in the CPU caches while the rows stream past it.
+# Columns per step of the row-by-row kernels (sq_distances_to here, the geometric median's
+# weighted sums): a float32 slice of v (or of the partial sum) this long stays in the CPU
+# caches while the rows stream past it.
 ROW_STEP = 250_000
 
 

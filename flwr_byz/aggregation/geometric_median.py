@@ -40,6 +40,7 @@ from .coordinate import coordinate_median
 from .distances import ROW_STEP, distances_to
 from .report import AggregationReport
 
+
 def _content_order(X: np.ndarray, alpha: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """A row order fixed by the rows' contents, not their positions: by weight, then by
     distance to the start; rows tied on both by content (see :func:`_by_content`)."""
@@ -77,10 +78,9 @@ def _weighted_sum(X: np.ndarray, w: np.ndarray, order: np.ndarray) -> np.ndarray
     """sum_i w_i x_i in X's precision, adding the rows in ``order`` (BLAS axpy, in steps of
     columns so that the partial sum stays in cache): the same bits for the same set of
     (row, weight) pairs, whatever their positions in X."""
-    n, d = X.shape
     axpy = get_blas_funcs("axpy", (X,))
-    out = np.zeros(d, dtype=X.dtype)
-    for a in range(0, d, ROW_STEP):
+    out = np.zeros(X.shape[1], dtype=X.dtype)
+    for a in range(0, X.shape[1], ROW_STEP):
         acc = out[a : a + ROW_STEP]
         for i in order:
             acc = axpy(X[i, a : a + ROW_STEP], acc, a=w[i])

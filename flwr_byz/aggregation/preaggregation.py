@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
-from .distances import pairwise_sq_distances
-from .distances import distances_to
+from .distances import distances_to, pairwise_sq_distances
 
 
 def clip_norms(updates, *, threshold: float | None = None) -> np.ndarray:
