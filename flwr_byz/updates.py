@@ -1,16 +1,37 @@
-"""From client replies to one (n, d) float32 update matrix, and back. No Flower import.
+"""From client replies to one (n, d) update matrix, and back. No Flower import.
 
-Replies are checked one by one against the current global model (names, count, shapes,
-dtypes, finiteness); a bad reply is dropped with the reason, never raised, so that one
-client cannot end the round for everybody. The deltas of the good replies are written
-straight into a preallocated float32 matrix (no per-client flat copy, no np.stack copy).
+This module is the server's trust boundary: everything a client sends besides its update
+vector is checked here, reply by reply, against the current global model.
+
+- **Arrays** are matched to the global model *by name* when names are given (any order;
+  missing or extra names drop the reply), by position otherwise (Flower's legacy
+  ``Parameters`` carry no names). Each array must have the model array's shape and dtype
+  exactly; floating and complex arrays must be finite. 0-d and size-0 arrays are ordinary
+  arrays here.
+- **Weights** (the reported number of examples) must be a real number (``int`` or
+  ``float``, NumPy scalars included; not ``bool``), finite and >= 0 (:func:`read_weight`).
+  What a robust rule then does with them is the strategy's weight policy
+  (:func:`policy_weights`): by default it ignores them.
+- **Precision**: the update matrix is float64 when any model array is float64, float32
+  otherwise. Each update (reply minus global) is computed array by array in the array's
+  precision (integers exactly, in float64) before it is stored, so a float64 model keeps
+  its precision and small updates of large weights are not lost. :func:`apply_update`
+  writes every array back in its own dtype (integers rounded; bool by majority) and
+  reports a result that is not finite or does not fit the dtype.
+
+A bad reply is dropped with the reason, never raised, so that one client cannot end the
+round for everybody.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+WEIGHTINGS = ("uniform", "capped", "raw")
+"""Weight policies of the robust strategies (see :func:`policy_weights`)."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +45,7 @@ class ModelLayout:
 
     @classmethod
     def of(cls, arrays: list[np.ndarray], names: list[str] | None = None) -> "ModelLayout":
-        names = [str(i) for i in range(len(arrays))] if names is None else list(names)
+        names = [str(i) for i in range(len(arrays))] if names is None else [str(n) for n in names]
         sizes = [int(np.asarray(a).size) for a in arrays]
         return cls(
             tuple(names),
@@ -37,24 +58,49 @@ class ModelLayout:
     def dim(self) -> int:
         return self.offsets[-1]
 
-    def check(self, arrays, names: list[str] | None = None) -> str | None:
-        """Why ``arrays`` (a client's reply) cannot be aggregated, or None when it can."""
-        if names is not None and tuple(names) != self.names:
+    @property
+    def matrix_dtype(self) -> np.dtype:
+        """float64 when any model array is float64 (its precision is kept), else float32."""
+        return np.dtype(np.float64 if any(dt == np.float64 for dt in self.dtypes) else np.float32)
+
+    def read(self, arrays, names: list[str] | None = None) -> list[np.ndarray]:
+        """A client's reply as arrays in the model's order; raises ``ValueError`` with the
+        reason when it cannot be aggregated (names, count, shapes, dtypes, NaN/Inf)."""
+        arrays = list(arrays)
+        if names is not None:
+            names = [str(n) for n in names]
+            if len(names) != len(arrays):
+                raise ValueError(f"{len(names)} names for {len(arrays)} arrays")
+            if len(set(names)) != len(names):
+                raise ValueError("array names repeat")
             missing = sorted(set(self.names) - set(names))
             extra = sorted(set(names) - set(self.names))
             if missing or extra:
-                return f"array names differ from the global model's (missing {missing}, extra {extra})"
-            return "arrays are not in the global model's order"
+                raise ValueError(f"array names differ from the global model's (missing {missing}, extra {extra})")
+            by_name = dict(zip(names, arrays))
+            arrays = [by_name[n] for n in self.names]
         if len(arrays) != len(self.shapes):
-            return f"expected {len(self.shapes)} arrays, got {len(arrays)}"
+            raise ValueError(f"expected {len(self.shapes)} arrays, got {len(arrays)}")
+        out = []
         for name, a, shape, dtype in zip(self.names, arrays, self.shapes, self.dtypes):
+            if not isinstance(a, (np.ndarray, np.generic)):
+                raise ValueError(f"array '{name}' is a {type(a).__name__}, not a NumPy array")
             a = np.asarray(a)
             if a.shape != shape:
-                return f"array '{name}' has shape {a.shape}, expected {shape}"
+                raise ValueError(f"array '{name}' has shape {a.shape}, expected {shape}")
             if a.dtype != dtype:
-                return f"array '{name}' has dtype {a.dtype}, expected {dtype}"
+                raise ValueError(f"array '{name}' has dtype {a.dtype}, expected {dtype}")
             if a.dtype.kind in "fc" and not np.isfinite(a).all():
-                return f"array '{name}' holds NaN or Inf values"
+                raise ValueError(f"array '{name}' holds NaN or Inf values")
+            out.append(a)
+        return out
+
+    def check(self, arrays, names: list[str] | None = None) -> str | None:
+        """Why ``arrays`` (a client's reply) cannot be aggregated, or None when it can."""
+        try:
+            self.read(arrays, names)
+        except ValueError as err:
+            return str(err)
         return None
 
     def flatten(self, arrays, out: np.ndarray | None = None) -> np.ndarray:
@@ -64,49 +110,170 @@ class ModelLayout:
             out[lo:hi] = np.asarray(a).reshape(-1)
         return out
 
+    def delta(self, arrays, global_arrays, out: np.ndarray) -> np.ndarray:
+        """Write ``arrays - global_arrays`` into the flat vector ``out``, each array's
+        difference computed in its own precision (integers and bools exactly, in float64;
+        floats in the wider of their dtype and ``out``'s) before it is stored."""
+        for a, g, lo, hi in zip(arrays, global_arrays, self.offsets[:-1], self.offsets[1:]):
+            a, g = np.asarray(a).reshape(-1), np.asarray(g).reshape(-1)
+            if a.dtype.kind in "iub":
+                out[lo:hi] = _integer_difference(a, g)
+            else:
+                np.subtract(a, g, out=out[lo:hi], dtype=np.promote_types(a.dtype, out.dtype), casting="unsafe")
+        return out
 
-def stack_updates(layout: ModelLayout, global_flat: np.ndarray, replies):
+
+def _as_int64(a: np.ndarray) -> np.ndarray | None:
+    """``a`` as int64 when every value fits, else None (uint64 beyond 2**63 - 1)."""
+    if a.dtype.kind == "u" and a.dtype.itemsize == 8 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        return None
+    return a.astype(np.int64)
+
+
+def _integer_difference(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """a - g for integer or bool arrays, exact in int64 where it does not overflow
+    (a float64 subtraction would round counters beyond 2**53 first), else in float64."""
+    a64, g64 = _as_int64(a), _as_int64(g)
+    if a64 is not None and g64 is not None:
+        diff = a64 - g64  # wraps on overflow, detected below
+        if not np.any(((a64 ^ g64) & (a64 ^ diff)) < 0):
+            return diff.astype(np.float64)
+    return a.astype(np.float64) - g.astype(np.float64)
+
+
+def _integer_sum(g: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
+    """g + round(delta) in g's integer dtype, exact; None when the result does not fit."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        step = np.rint(delta.astype(np.float64))
+    info = np.iinfo(g.dtype)
+    if not np.isfinite(step).all():
+        return None
+    if step.size and max(abs(float(step.min())), abs(float(step.max()))) >= 2.0**63:
+        return None
+    g64 = _as_int64(g)
+    if g64 is None:  # uint64 beyond int64: float64 is all we have
+        new = g.astype(np.float64) + step
+        ok = new.size == 0 or (new.min() >= 0 and new.max() <= info.max)
+        return new.astype(g.dtype) if ok else None
+    s64 = step.astype(np.int64)
+    new = g64 + s64
+    if np.any(((g64 ^ new) & (s64 ^ new)) < 0):  # int64 overflow
+        return None
+    if new.size and (int(new.min()) < info.min or int(new.max()) > info.max):
+        return None
+    return new.astype(g.dtype)
+
+
+def read_weight(value) -> float:
+    """A reported weight (number of examples) as a float, or ``ValueError`` with the reason.
+
+    Accepted: ``int`` / ``float`` (NumPy scalars included) that are finite and >= 0.
+    Refused: bool, strings, None, NaN, +-Inf, negative numbers, arrays.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"the number of examples must be a real number, got {type(value).__name__} {value!r:.40}")
+    try:
+        w = float(value)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(f"the number of examples {value!r:.40} does not fit a float64") from None
+    if not np.isfinite(w) or w < 0:
+        raise ValueError(f"the number of examples must be finite and >= 0, got {value!r:.40}")
+    return w
+
+
+def policy_weights(reported, weighting: str = "uniform", weight_cap: float = 2.0) -> np.ndarray | None:
+    """The weights a rule receives under a weight policy, from the reported ones.
+
+    Args:
+        reported: (n,) weights that passed :func:`read_weight` (finite, >= 0).
+        weighting: ``"uniform"``: None (every reply counts once; what a robust rule's f
+            bound assumes). ``"capped"``: each weight clipped to ``weight_cap`` times the
+            median reported weight, so one reply counts at most ``weight_cap`` medians (the
+            median cannot be moved outside the honest replies' range while fewer than half
+            the replies are Byzantine). ``"raw"``: the reported weights (FedAvg's semantics;
+            one client can then buy any influence it likes).
+        weight_cap: c >= 1 of ``"capped"``.
+
+    Returns None (uniform) or (n,) float64 weights scaled to a maximum of 1 (their sum
+    cannot overflow). All-zero weights, or a zero median under ``"capped"``, give None:
+    the replies then count equally, never 0 / 0.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; choose from {WEIGHTINGS}")
+    if weighting == "uniform":
+        return None
+    w = np.asarray(reported, dtype=np.float64).reshape(-1)
+    if w.size == 0:
+        return None
+    if weighting == "capped":
+        med = float(np.median(w))
+        if not med > 0:
+            return None
+        w = np.minimum(w, med * float(weight_cap))  # med * cap may be inf: then nothing is clipped
+    top = float(w.max())
+    if not top > 0:
+        return None
+    return w / top
+
+
+def stack_updates(layout: ModelLayout, global_arrays, replies):
     """Build the update matrix from ``replies`` = [(client_id, arrays, names_or_None), ...].
 
-    Returns ``(X, kept_ids, dropped)``: X is (len(kept_ids), d) float32 with row k equal to
-    client ``kept_ids[k]``'s weights minus the global weights; ``dropped`` maps the id of
-    every rejected reply to the reason.
+    Returns ``(X, kept_ids, dropped)``: X is (len(kept_ids), d) in ``layout.matrix_dtype``
+    with row k equal to client ``kept_ids[k]``'s weights minus the global weights;
+    ``dropped`` maps the id of every rejected reply to the reason.
     """
     checked, dropped = [], {}
     for cid, arrays, names in replies:
         try:
-            reason = layout.check(arrays, names)
-        except Exception as err:  # a reply that cannot even be inspected
-            reason = f"unreadable reply ({type(err).__name__}: {err})"
-        if reason is None:
-            checked.append((cid, arrays))
-        else:
-            dropped[cid] = reason
-    X = np.empty((len(checked), layout.dim), dtype=np.float32)
+            checked.append((cid, layout.read(arrays, names)))
+        except Exception as err:  # ValueError with the reason, or a reply that cannot even be inspected
+            dropped[cid] = str(err) if isinstance(err, ValueError) else f"unreadable reply ({type(err).__name__}: {err})"
+    X = np.empty((len(checked), layout.dim), dtype=layout.matrix_dtype)
     kept = []
     for row, (cid, arrays) in enumerate(checked):
-        layout.flatten(arrays, out=X[row])
-        X[row] -= global_flat
+        layout.delta(arrays, global_arrays, out=X[row])
         kept.append(cid)
-    # Finite weights can still overflow float32 once the global model is subtracted.
+    # Finite weights can still overflow the matrix's precision once the global model is subtracted.
     bad = [i for i in range(len(kept)) if not np.isfinite(X[i]).all()]
     if bad:
         for i in bad:
-            dropped[kept[i]] = "update overflows float32"
+            dropped[kept[i]] = f"update overflows {X.dtype}"
         keep = np.setdiff1d(np.arange(len(kept)), bad)
         X, kept = X[keep], [kept[i] for i in keep]
     return X, kept, dropped
 
 
 def apply_update(layout: ModelLayout, global_arrays, update: np.ndarray) -> list[np.ndarray]:
-    """New global arrays: each global array plus its slice of ``update``, in its own dtype
-    (integer buffers such as BatchNorm's ``num_batches_tracked`` are rounded)."""
+    """New global arrays: each global array plus its slice of ``update``, in its own dtype.
+
+    Floating arrays add in the wider of their dtype and the update's, then are cast back;
+    integer arrays (BatchNorm's ``num_batches_tracked``) add the rounded update exactly;
+    bool arrays are True where global + update >= 0.5. Always returns ndarrays (0-d
+    included). Use :func:`nonfinite_arrays` on the result before adopting it.
+    """
     out = []
     for g, lo, hi in zip(global_arrays, layout.offsets[:-1], layout.offsets[1:]):
         g = np.asarray(g)
-        delta = update[lo:hi].reshape(g.shape)
-        if g.dtype.kind in "iub":
-            out.append(np.rint(g + delta.astype(np.float64)).astype(g.dtype))
+        delta = np.asarray(update[lo:hi]).reshape(g.shape)
+        if g.dtype.kind == "b":
+            out.append(np.asarray(g.astype(np.float64) + delta >= 0.5))
+        elif g.dtype.kind in "iu":
+            new = _integer_sum(g, delta)
+            out.append(np.full(g.shape, np.nan) if new is None else np.asarray(new))  # NaN: refused below
         else:
-            out.append((g + delta.astype(g.dtype)).astype(g.dtype, copy=False))
+            wide = np.promote_types(g.dtype, delta.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out.append(np.asarray((g.astype(wide) + delta.astype(wide)).astype(g.dtype)))
     return out
+
+
+def nonfinite_arrays(layout: ModelLayout, arrays) -> list[str]:
+    """Names of the arrays that are not finite or no longer have the model's dtype (an
+    integer result out of its dtype's range): a model the server must not adopt."""
+    bad = []
+    for name, a, dtype in zip(layout.names, arrays, layout.dtypes):
+        a = np.asarray(a)
+        if a.dtype != dtype or (a.dtype.kind in "fc" and not np.isfinite(a).all()):
+            bad.append(name)
+    return bad

@@ -85,15 +85,20 @@ def nonfinite_rows(X: np.ndarray) -> np.ndarray:
 
 
 def as_weights(weights, n: int) -> np.ndarray | None:
-    """Validate optional per-client weights (e.g. numbers of examples)."""
+    """Validate optional per-client weights (e.g. numbers of examples).
+
+    Returns None or (n,) float64 weights divided by their maximum, so that no later sum of
+    them can overflow (the rules normalise anyway). Raises ``ValueError`` unless every
+    weight is finite and >= 0 and at least one is positive.
+    """
     if weights is None:
         return None
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     if w.shape[0] != n:
         raise ValueError(f"got {w.shape[0]} weights for {n} updates")
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.max() > 0:
         raise ValueError("weights must be finite, non-negative and not all zero")
-    return w
+    return w / w.max()
 
 
 def check_f(rule: str, n: int, f: int, *, a: int, b: int, formula: str | None = None) -> None:

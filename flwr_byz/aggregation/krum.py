@@ -67,7 +67,8 @@ def multi_krum(updates, *, f: int, m: int | None = None, weights=None, return_re
         f: number of Byzantine clients to tolerate.
         m: number of updates averaged (1 <= m <= n).
         weights: optional per-client weights for the average of the selected updates
-            (Flower's MultiKrum weights them by their numbers of examples).
+            (Flower's MultiKrum weights them by their numbers of examples); when every
+            selected update weighs 0 they are averaged equally.
         return_report: also return an :class:`AggregationReport` (selected indices, scores).
     """
     X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
@@ -81,7 +82,9 @@ def multi_krum(updates, *, f: int, m: int | None = None, weights=None, return_re
     chosen = np.sort(_ranked(scores)[:m])
     mask = np.zeros(n)
     mask[chosen] = 1.0
-    agg = weighted_mean(X, mask if w is None else mask * w)  # no copy of the selection
+    if w is not None and (mask * w).sum() > 0:
+        mask = mask * w  # else the selected updates all weigh 0: they count equally, never 0 / 0
+    agg = weighted_mean(X, mask)  # no copy of the selection
     if return_report:
         return agg, AggregationReport("multi_krum", n, f, selected=chosen.tolist(), scores=scores, details={"m": m})
     return agg

@@ -88,6 +88,8 @@ class RobustAggregator:
     def __init__(self, rule: str, *, f: int = 0, pre=(), **params):
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
+        if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 0:
+            raise ValueError(f"{rule}: f must be a non-negative integer, got {f!r}")
         self.rule, self.f, self.pre, self.params = rule, int(f), list(pre), dict(params)
         self._fn = RULES[rule]
         self._takes_weights = "weights" in inspect.signature(self._fn).parameters
@@ -111,9 +113,16 @@ class RobustAggregator:
         kwargs.update(call_params)  # per-round values (f of FedTrimmedAvg's beta, cclip's centre)
         if self._takes_weights and weights is not None:
             kwargs["weights"] = weights
+        notes = []
+        n = np.shape(X)[0]
+        if kwargs.get("m") is not None and int(kwargs["m"]) > n:  # Flower keeps the best min(m, n)
+            notes.append(f"{self.rule}: m={kwargs['m']} is more than the {n} usable updates; m={n} this round")
+            kwargs["m"] = n
         agg, report = self._fn(X, return_report=True, **kwargs)
         if self.pre:
             report.details["pre"] = "+".join(p.kind for p in self.pre)
+        if notes:
+            report.details["notes"] = notes
         return agg, report
 
     def __repr__(self) -> str:

@@ -30,41 +30,58 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         rule_params: the rule's own keyword arguments.
         server_learning_rate, server_momentum: server step and momentum on the aggregate
             (as in Flower's FedAvgM); defaults apply the aggregate unchanged.
+        weighting, weight_cap: the weight policy for ``FitRes.num_examples`` (``"uniform"``
+            by default for every robust rule, ``"raw"`` for ``rule="mean"``; see
+            :class:`flwr_byz.strategies.RobustFedAvg` and docs/strategies.md).
         **kwargs: legacy ``FedAvg`` arguments, unchanged.
     """
 
     def __init__(self, *, rule: str = "mean", num_malicious_clients: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
-                 server_momentum: float = 0.0, **kwargs):
+                 server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.num_malicious_clients = int(num_malicious_clients)
-        self._setup_robust(rule, self.num_malicious_clients, pre_aggregators, rule_params,
-                           server_learning_rate, server_momentum)
+        self.num_malicious_clients = num_malicious_clients
+        self._setup_robust(rule, num_malicious_clients, pre_aggregators, rule_params,
+                           server_learning_rate, server_momentum, weighting, weight_cap)
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
         self._current = parameters_to_ndarrays(parameters)
         return super().configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures):
+        failed = []  # (cid, None, reason): dropped, and logged with the client, by the round
+        for failure in failures or []:
+            if isinstance(failure, tuple) and len(failure) == 2:
+                proxy, res = failure
+                status = getattr(res, "status", None)
+                failed.append((getattr(proxy, "cid", None), None,
+                               f"client failed ({getattr(status, 'message', status)})"))
+            else:
+                log(WARNING, "[flwr-byz] round %s: a client failed (%s: %s)", server_round,
+                    type(failure).__name__, failure)
         if not results:
+            log(WARNING, "[flwr-byz] round %s skipped: no results (%d failures)", server_round, len(failures or []))
             return None, {}
         if not self.accept_failures and failures:
+            log(WARNING, "[flwr-byz] round %s skipped: %d failures and accept_failures=False", server_round,
+                len(failures))
             return None, {}
         if self._current is None:
             log(WARNING, "[flwr-byz] aggregate_fit called before configure_fit; nothing to compare to")
             return None, {}
-        entries, weights, extra, by_id = [], {}, {}, {}
+        entries, weights, extra, by_id = list(failed), {}, {}, {}
         for proxy, res in results:
-            cid = proxy.cid
+            cid = getattr(proxy, "cid", None)
             try:
                 arrays = parameters_to_ndarrays(res.parameters)
             except Exception as err:
                 entries.append((cid, None, f"unreadable parameters ({type(err).__name__}: {err})"))
                 continue
             entries.append((cid, arrays, None))
-            weights[cid] = res.num_examples
+            weights[cid] = getattr(res, "num_examples", None)
             by_id[cid] = res
-            facts = client_facts(res.metrics)
+            facts = client_facts(getattr(res, "metrics", None))
             if facts:
                 extra[cid] = facts
         new_arrays, byz_metrics, kept = self.robust.run(server_round, self._current, None, entries, weights, extra,

@@ -34,15 +34,21 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         rule_params: the rule's own keyword arguments.
         server_learning_rate, server_momentum: server step and momentum on the aggregate
             (as in Flower's FedAvgM); defaults apply the aggregate unchanged.
+        weighting: what the replies' ``weighted_by_key`` (number of examples) may do:
+            ``"uniform"`` (default for every robust rule: each reply counts once, as the
+            rule's f bound assumes), ``"capped"`` (weights clipped at ``weight_cap`` times
+            the median reported weight) or ``"raw"`` (FedAvg's semantics, the default of
+            ``rule="mean"``: one node can buy any influence). docs/strategies.md.
+        weight_cap: c >= 1 of ``weighting="capped"``.
     """
 
     def __init__(self, *args, rule: str = "mean", num_malicious_nodes: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
-                 server_momentum: float = 0.0, **kwargs):
+                 server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.num_malicious_nodes = int(num_malicious_nodes)
-        self._setup_robust(rule, self.num_malicious_nodes, pre_aggregators, rule_params,
-                           server_learning_rate, server_momentum)
+        self.num_malicious_nodes = num_malicious_nodes
+        self._setup_robust(rule, num_malicious_nodes, pre_aggregators, rule_params,
+                           server_learning_rate, server_momentum, weighting, weight_cap)
         self._sent: list[Message] = []
 
     def summary(self) -> None:
@@ -65,18 +71,18 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         return sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
     def _read_reply(self, msg: Message):
-        """(arrays, names, weight, metrics) of a reply, or raise ValueError with the reason."""
+        """(arrays, names, reported weight, metrics) of a reply, or raise ValueError with the
+        reason (the weight's value is checked by the round, :func:`flwr_byz.updates.read_weight`)."""
         content = msg.content
         if len(content.array_records) != 1:
             raise ValueError(f"expected exactly one ArrayRecord, got {len(content.array_records)}")
+        if len(content.metric_records) != 1:
+            raise ValueError(f"expected exactly one MetricRecord, got {len(content.metric_records)}")
         record = next(iter(content.array_records.values()))
-        metrics = next(iter(content.metric_records.values()), None)
-        if metrics is None or self.weighted_by_key not in metrics:
+        metrics = next(iter(content.metric_records.values()))
+        if self.weighted_by_key not in metrics:
             raise ValueError(f"missing '{self.weighted_by_key}' in the reply's MetricRecord")
-        weight = metrics[self.weighted_by_key]
-        if not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"'{self.weighted_by_key}' must be a non-negative number, got {weight!r}")
-        return [a.numpy() for a in record.values()], list(record.keys()), float(weight), metrics
+        return [a.numpy() for a in record.values()], list(record.keys()), metrics[self.weighted_by_key], metrics
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)

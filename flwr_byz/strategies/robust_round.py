@@ -11,19 +11,25 @@ the global model is kept.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from logging import ERROR, INFO, WARNING
 
 import numpy as np
 from flwr.common.logger import log
 
 from ..aggregation import RobustAggregator
-from ..updates import ModelLayout, apply_update, stack_updates
+from ..updates import WEIGHTINGS, ModelLayout, apply_update, nonfinite_arrays, policy_weights, read_weight, stack_updates
 
 
 def client_facts(metrics) -> dict:
     """The reply metrics kept per client in the history: ``partition-id`` and ``attack.*``
     (what simulated attackers report about themselves: known only in simulation)."""
-    return {k: v for k, v in dict(metrics or {}).items() if k == "partition-id" or str(k).startswith("attack.")}
+    try:
+        items = dict(metrics or {}).items()
+    except (TypeError, ValueError):  # whatever a client sent as metrics
+        return {}
+    return {str(k): v for k, v in items if isinstance(v, (int, float, str)) and
+            (k == "partition-id" or str(k).startswith("attack."))}
 
 
 class RobustRound:
@@ -41,22 +47,57 @@ class RobustRound:
             ``server_learning_rate * v`` with ``v <- server_momentum * v + aggregate``
             (FedAvgM's server momentum, Hsu et al. 2019; the ALIE paper's server uses 0.9).
             Defaults (1, 0) apply the aggregate as it is.
+        weighting, weight_cap: the weight policy (:func:`flwr_byz.updates.policy_weights`):
+            what the reported numbers of examples may do. Default: ``"raw"`` for the plain
+            mean (FedAvg), ``"uniform"`` for every robust rule.
     """
 
     def __init__(self, aggregator: RobustAggregator, *, trim_fraction: float | None = None,
                  use_history_center: bool = False, server_learning_rate: float = 1.0,
-                 server_momentum: float = 0.0):
+                 server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0):
         self.aggregator = aggregator
         self.trim_fraction = trim_fraction
         self.use_history_center = use_history_center
         self.server_learning_rate, self.server_momentum = float(server_learning_rate), float(server_momentum)
+        if not np.isfinite(self.server_learning_rate) or not np.isfinite(self.server_momentum):
+            raise ValueError(f"server_learning_rate and server_momentum must be finite, got "
+                             f"{server_learning_rate!r} and {server_momentum!r}")
+        if weighting is None:
+            weighting = "raw" if getattr(aggregator, "rule", None) == "mean" and aggregator.f == 0 else "uniform"
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; choose from {WEIGHTINGS}")
+        if not (isinstance(weight_cap, (int, float)) and np.isfinite(weight_cap) and weight_cap >= 1):
+            raise ValueError(f"weight_cap must be a finite number >= 1, got {weight_cap!r}")
+        if weighting == "raw" and getattr(aggregator, "f", 0) > 0:
+            log(WARNING, "[flwr-byz] weighting='raw' with f=%s: a client reporting a huge number of examples "
+                "can capture %s (its f bound assumes equal weights)", aggregator.f, aggregator.rule)
+        self.weighting, self.weight_cap = weighting, float(weight_cap)
         self.velocity: np.ndarray | None = None
         self.history: list[dict] = []
         self.last_update: np.ndarray | None = None
 
+    def _screen(self, replies, weights: dict):
+        """Per-reply checks that need no model: one reply per id, a valid weight.
+        Returns ``(readable, reported_weights, dropped)``."""
+        counts = Counter(cid for cid, _, _ in replies)
+        dropped, readable, reported = {}, [], {}
+        for cid, arrays, names in replies:
+            if counts[cid] > 1:
+                dropped[cid] = f"{counts[cid]} replies under one client id (none of them is used)"
+            elif arrays is None:
+                dropped[cid] = names  # the reason
+            else:
+                try:
+                    reported[cid] = read_weight(weights.get(cid, 1))
+                except ValueError as err:
+                    dropped[cid] = str(err)
+                    continue
+                readable.append((cid, arrays, names))
+        return readable, reported, dropped
+
     def run(self, server_round: int, global_arrays, names, replies, weights: dict, extra: dict | None = None,
             groups: list[list] | None = None):
-        """Aggregate one round.
+        """Aggregate one round. Never raises on what the clients sent.
 
         Args:
             server_round: the round number (for logs and the per-round bucketing shuffle).
@@ -64,19 +105,20 @@ class RobustRound:
             names: their names (ArrayRecord keys) or None.
             replies: [(client_id, arrays, names_or_None), ...] of the replies that arrived;
                 replies that could not be read at all are passed as ``(id, None, reason)``.
-            weights: client_id -> number of examples.
+            weights: client_id -> the number of examples as reported (checked here; 1 when
+                absent: the adapters drop a Message-API reply that lacks it).
             extra: client_id -> dict of per-client facts to keep in the history.
             groups: DETOX groups of client ids (mapped here to rows of the kept replies).
 
-        Returns ``(new_arrays or None, metrics dict, kept_ids)``.
+        Returns ``(new_arrays or None, metrics dict, kept_ids)``: None when the round is
+        skipped (too few usable replies for the f bound, the rule failed, or the new global
+        model would not be finite); the global model and the server momentum are then kept.
         """
         t0 = time.perf_counter()
         layout = ModelLayout.of(list(global_arrays), names)
-        unreadable = {cid: why for cid, arrays, why in replies if arrays is None}
-        readable = [r for r in replies if r[1] is not None]
-        global_flat = layout.flatten(global_arrays)
-        X, kept, dropped = stack_updates(layout, global_flat, readable)
-        dropped = {**unreadable, **dropped}
+        readable, reported, dropped = self._screen(replies, weights)
+        X, kept, bad = stack_updates(layout, list(global_arrays), readable)
+        dropped.update(bad)
         for cid, reason in dropped.items():
             log(WARNING, "[flwr-byz] round %s: dropped the reply of client %s: %s", server_round, cid, reason)
         entry = {
@@ -105,29 +147,41 @@ class RobustRound:
             call["groups"] = [[row[c] for c in g if c in row] for g in groups]
             entry["groups"] = [[str(c) for c in g] for g in groups]
         if self.use_history_center and self.last_update is not None and self.last_update.shape == (X.shape[1],):
-            call["center"] = self.last_update
+            call["center"] = self.last_update.astype(X.dtype, copy=False)
+        w = policy_weights([reported[c] for c in kept], self.weighting, self.weight_cap)
         try:
-            agg, report = self.aggregator(X, weights=[float(weights.get(c, 1.0)) for c in kept],
-                                          server_round=server_round, **call)
+            agg, report = self.aggregator(X, weights=w, server_round=server_round, **call)
         except Exception as err:  # the server must survive whatever the replies were
             log(ERROR, "[flwr-byz] round %s: %s failed (%s: %s)", server_round, self.aggregator.rule,
                 type(err).__name__, err)
             return self._skip(entry, metrics, server_round, f"{type(err).__name__}: {err}", t0)
-        self.last_update = agg
-        step = agg
+        for note in report.details.get("notes", []):
+            log(WARNING, "[flwr-byz] round %s: %s", server_round, note)
+        step = velocity = agg
         if self.server_momentum:
             same = self.velocity is not None and self.velocity.shape == agg.shape
-            self.velocity = (self.server_momentum * self.velocity + agg) if same else agg.astype(np.float32)
-            step = self.velocity
+            with np.errstate(over="ignore", invalid="ignore"):
+                velocity = (self.server_momentum * self.velocity.astype(agg.dtype) + agg) if same else agg.copy()
+            step = velocity
         if self.server_learning_rate != 1.0:
-            step = self.server_learning_rate * step
+            with np.errstate(over="ignore", invalid="ignore"):
+                step = self.server_learning_rate * step
         new_arrays = apply_update(layout, global_arrays, step)
+        broken = nonfinite_arrays(layout, new_arrays)
+        if broken or not np.isfinite(step).all():
+            return self._skip(entry, metrics, server_round,
+                              f"the new global model would not be finite or would not fit its dtype "
+                              f"(arrays {broken[:5]}); keeping the global model and the server momentum", t0)
+        self.last_update = agg
+        if self.server_momentum:
+            self.velocity = velocity
         elapsed = time.perf_counter() - t0
         if report.selected is not None and "pre" not in report.details:
             entry["selected"] = [str(kept[i]) for i in report.selected]
         if report.scores is not None and len(report.scores) == len(kept):
             entry["scores"] = {str(c): float(s) for c, s in zip(kept, report.scores)}
         entry["details"] = {k: v for k, v in report.details.items() if isinstance(v, (int, float, str, list))}
+        entry["weighting"] = self.weighting
         entry["aggregation_time_s"] = elapsed
         metrics.update({k: v for k, v in report.to_metrics("byz.").items() if not isinstance(v, list)})
         if entry["selected"] is not None:
@@ -159,11 +213,12 @@ class RobustStrategyMixin:
     _history_center = False
 
     def _setup_robust(self, rule: str, f: int, pre, rule_params, server_learning_rate: float,
-                      server_momentum: float) -> None:
+                      server_momentum: float, weighting: str | None = None, weight_cap: float = 2.0) -> None:
         self.robust = RobustRound(
             RobustAggregator(rule, f=f, pre=pre, **(rule_params or {})),
             trim_fraction=self._trim_fraction, use_history_center=self._history_center,
             server_learning_rate=server_learning_rate, server_momentum=server_momentum,
+            weighting=weighting, weight_cap=weight_cap,
         )
         self._current = None
         self._groups = None
