@@ -200,3 +200,82 @@ def test_local_steps_take_exactly_that_many_sgd_steps():
     for got, exp in zip(one, expected):
         np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-6)
     assert train_locally(ref, x, y, steps=3, batch_size=8) > 0
+
+
+# --- weight inflation ------------------------------------------------------------------------
+
+def test_inflate_num_examples_by_hand():
+    from flwr_byz.attacks import inflate_num_examples
+
+    assert inflate_num_examples(10) == 10_000_000  # default factor 10^6
+    assert inflate_num_examples(10, factor=2.5) == 25
+    assert inflate_num_examples(0, factor=1e3) == 1000  # no data still claims weight
+    assert inflate_num_examples(10, value=7) == 7
+    assert inflate_num_examples(3, factor=1e30) == 2**63 - 1  # what an int64 field can carry
+    for bad in (dict(factor=-1.0), dict(factor=float("inf")), dict(value=float("nan")), dict(factor=True)):
+        with pytest.raises(ValueError):
+            inflate_num_examples(10, **bad)
+
+
+def test_weight_inflation_wraps_any_client_and_keeps_its_update():
+    from flwr_byz.clients import WeightInflationClient
+
+    honest = StepClient(3).fit(_global(), {})
+    weights, num, metrics = WeightInflationClient(SignFlipClient(StepClient(3)), factor=1e4).fit(_global(), {})
+    np.testing.assert_allclose(_flat(weights) - _flat(_global()), -(_flat(honest[0]) - _flat(_global())),
+                               rtol=1e-6, atol=1e-6)  # the inner attack's update, unchanged
+    assert num == 10 * 10_000 and metrics["attack.weight-claimed"] == num and metrics["attack.weight-true"] == 10
+    # the catalogue name: sign-flipped update (default inner) with 10^6 x the count
+    w2, n2, _ = MaliciousClient(StepClient(3), "weight_inflation").fit(_global(), {})
+    np.testing.assert_array_equal(_flat(w2), _flat(weights))
+    assert n2 == 10_000_000
+    # weight_factor on any other attack
+    _, n3, m3 = MaliciousClient(StepClient(3), "gaussian", sigma=1.0, seed=0, weight_value=123).fit(_global(), {})
+    assert n3 == 123 and m3["attack.malicious"] == 1
+    with pytest.raises(ValueError, match="inner attack"):
+        MaliciousClient(StepClient(3), "weight_inflation", inner="teleport")
+
+
+def test_weight_inflation_mod_rewrites_num_examples(task_identity):
+    from flwr_byz.clients.mods import sign_flip_mod, weight_inflation_mod
+
+    app = _mod_app([weight_inflation_mod(controlled=[2], factor=100.0)])
+    reply = app(_message(_global()), _context(2))
+    assert reply.content["metrics"]["num-examples"] == 1000
+    np.testing.assert_array_equal(_flat(reply.content["arrays"].to_numpy_ndarrays()),
+                                  _flat(StepClient(2).fit(_global(), {})[0]))  # honest update
+    assert _mod_app([weight_inflation_mod(controlled=[2])])(_message(_global()), _context(5)) \
+        .content["metrics"]["num-examples"] == 10  # not controlled: untouched
+    # composes with another mod: sign flip + inflated weight
+    both = _mod_app([weight_inflation_mod(controlled=[2], factor=100.0), sign_flip_mod(controlled=[2])])
+    reply = both(_message(_global()), _context(2))
+    assert reply.content["metrics"]["num-examples"] == 1000
+    got = _flat(reply.content["arrays"].to_numpy_ndarrays()) - _flat(_global())
+    np.testing.assert_allclose(got, -_honest_update64(2), rtol=1e-6, atol=1e-6)
+
+
+def test_weight_inflation_captures_raw_weighting_but_not_the_default():
+    """The policy, tested as an attacker uses it: 2 of 9 clients sign-flip with 10^6 x weight."""
+    from flwr_byz.clients import WeightInflationClient
+
+    g = _global()
+    replies, sizes = [], {}
+    for p in range(9):
+        client = WeightInflationClient(SignFlipClient(StepClient(p)), factor=1e6) if p < 2 else StepClient(p)
+        w, n, _ = client.fit(g, {})
+        replies.append((p, w, None))
+        sizes[p] = n
+    honest_mean = np.mean([_honest_update64(p) for p in range(2, 9)], axis=0)
+    out = {}
+    for weighting in ("uniform", "raw"):
+        rr = RobustRound(RobustAggregator("geometric_median", f=2), weighting=weighting)
+        new = rr.run(1, g, None, replies, sizes)[0]
+        out[weighting] = _flat(new) - _flat(g)
+    # raw: the attackers hold 2 x 10^7 of 2 x 10^7 + 70 examples, so the weighted geometric
+    # median lies (up to the honest clients' 3.5e-6 share) on the segment between their two
+    # flipped updates, where every point minimises the two-point objective
+    a, b = -_honest_update64(0), -_honest_update64(1)
+    t = np.clip(np.dot(out["raw"] - a, b - a) / np.dot(b - a, b - a), 0.0, 1.0)
+    assert np.linalg.norm(out["raw"] - (a + t * (b - a))) < 1e-2 * np.linalg.norm(a)
+    # uniform: the honest side wins (positive alignment with the honest mean)
+    assert np.dot(out["uniform"], honest_mean) > 0.5 * np.dot(honest_mean, honest_mean)

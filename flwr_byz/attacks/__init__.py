@@ -19,11 +19,13 @@ from .classic import (
 from .data_poisoning import flip_labels
 from .forecast import alie_forecast
 from .minmax import DIRECTIONS, min_max, min_sum
+from .weight_inflation import inflate_num_examples
 
 __all__ = [
     "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
     "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
     "DIRECTIONS", "GARBAGE_KINDS", "alie_forecast", "alie_supporters", "alie_update", "alie_z_max",
-    "constant_update", "flip_labels", "garbage_updates", "gaussian_noise", "inner_product_manipulation",
+    "constant_update", "flip_labels", "garbage_updates", "gaussian_noise", "inflate_num_examples",
+    "inner_product_manipulation",
     "min_max", "min_sum", "sign_flipping",
 ]

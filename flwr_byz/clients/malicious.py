@@ -25,7 +25,8 @@ from .. import attacks
 from ..updates import ModelLayout, apply_update
 
 LOG = logging.getLogger("flwr_byz.clients")
-ATTACKS = ("alie", "sign_flip", "gaussian", "ipm", "min_max", "min_sum", "constant", "label_flip", "garbage")
+ATTACKS = ("alie", "sign_flip", "gaussian", "ipm", "min_max", "min_sum", "constant", "label_flip", "garbage",
+           "weight_inflation")
 COLLUDING = ("alie", "ipm", "min_max", "min_sum")
 
 
@@ -37,12 +38,25 @@ class MaliciousClient(NumPyClient):
         attack: one of :data:`ATTACKS`.
         collusion: shared knowledge of the corrupted clients (colluding attacks).
         **params: the attack's own parameters (``z``, ``num_clients``, ``scale``, ``sigma``,
-            ``epsilon``, ``c``, ``kind``, ``seed``...).
+            ``epsilon``, ``c``, ``kind``, ``seed``...). With any attack, ``weight_factor``
+            or ``weight_value`` also inflate the reported number of examples
+            (:func:`flwr_byz.attacks.inflate_num_examples`). ``attack="weight_inflation"``
+            is ``inner`` (default ``"sign_flip"``; ``"none"``: the honest update) with
+            ``weight_factor`` defaulting to 10^6.
     """
 
     def __init__(self, honest: NumPyClient, attack: str, *, collusion=None, **params):
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}; choose from {ATTACKS}")
+        params = dict(params)
+        self.weight_factor, self.weight_value = params.pop("weight_factor", None), params.pop("weight_value", None)
+        if attack == "weight_inflation":
+            attack = params.pop("inner", "sign_flip")
+            if attack not in ATTACKS[:-1] + ("none",):
+                raise ValueError(f"weight_inflation: unknown inner attack {attack!r}; choose from "
+                                 f"{ATTACKS[:-1] + ('none',)}")
+            if self.weight_value is None and self.weight_factor is None:
+                self.weight_factor = 1e6
         self.honest, self.attack, self.collusion, self.params = honest, attack, collusion, params
 
     def get_parameters(self, config):
@@ -60,9 +74,21 @@ class MaliciousClient(NumPyClient):
         return (layout.flatten(own_weights) - layout.flatten(parameters))[None, :]
 
     def fit(self, parameters, config):
+        weights, num_examples, metrics = self._fit_update(parameters, config)
+        if self.weight_factor is None and self.weight_value is None:
+            return weights, num_examples, metrics
+        factor = 1e6 if self.weight_factor is None else self.weight_factor
+        claim = attacks.inflate_num_examples(num_examples, factor=factor, value=self.weight_value)
+        return weights, claim, {**metrics, "attack.malicious": 1, "attack.weight-claimed": claim,
+                                "attack.weight-true": num_examples}
+
+    def _fit_update(self, parameters, config):
+        """(weights, true number of examples, metrics) of the update attack."""
         if self.attack == "label_flip":
             return self._fit_label_flip(parameters, config)
         weights, num_examples, metrics = self.honest.fit([np.copy(p) for p in parameters], config)
+        if self.attack == "none":
+            return weights, num_examples, dict(metrics or {})
         metrics = dict(metrics or {})
         if self.attack == "garbage":
             kind = self.params.get("kind", "nan")
@@ -189,6 +215,14 @@ class LabelFlipClient(MaliciousClient):
 
     def __init__(self, honest):
         super().__init__(honest, "label_flip")
+
+
+class WeightInflationClient(MaliciousClient):
+    """Any client (honest or already malicious) that claims ``factor`` times its number of
+    examples, or ``value`` examples: ``WeightInflationClient(AlieClient(...), factor=1e6)``."""
+
+    def __init__(self, client, *, factor: float | None = 1e6, value: float | None = None):
+        super().__init__(client, "weight_inflation", inner="none", weight_factor=factor, weight_value=value)
 
 
 class GarbageClient(MaliciousClient):

@@ -83,11 +83,13 @@ def attack_mod(attack: str, *, controlled=None, store_dir=None, **params):
         parameters = [a.numpy() for a in global_record.values()]
         config = dict(next(iter(msg.content.config_records.values()), {}))
         collusion = None
-        if attack in COLLUDING and controlled:
+        if (params.get("inner") if attack == "weight_inflation" else attack) in COLLUDING and controlled:
             collusion = Collusion(controlled, lambda p: _PartitionClient(msg, context, call_next, p),
                                   store_dir=store_dir, label=f"mod:{attack}")
-        weights, _, metrics = MaliciousClient(_ReplyClient(reply), attack, collusion=collusion, **params).fit(
-            parameters, config)
+        weights, num_examples, metrics = MaliciousClient(_ReplyClient(reply), attack, collusion=collusion,
+                                                         **params).fit(parameters, config)
+        if "num-examples" in metrics:
+            metrics["num-examples"] = num_examples  # what weight inflation claims
         array_key = next(iter(reply.content.array_records))
         metric_key = next(iter(reply.content.metric_records), "metrics")
         content = RecordDict({array_key: ArrayRecord(dict(zip(names, (Array(np.asarray(w)) for w in weights)))),
@@ -113,6 +115,14 @@ def sign_flip_mod(*, controlled=None, scale: float = 1.0):
 def constant_mod(*, controlled=None, c: float = -1.0):
     """The controlled nodes send the constant update c (DETOX's attack on signSGD)."""
     return attack_mod("constant", controlled=controlled, c=c)
+
+
+def weight_inflation_mod(*, controlled=None, factor: float | None = 1e6, value: float | None = None,
+                         inner: str = "none", **params):
+    """The controlled nodes claim ``factor`` times their number of examples (or ``value``),
+    with their honest update or the ``inner`` attack's (it composes with other mods too)."""
+    return attack_mod("weight_inflation", controlled=controlled, inner=inner, weight_factor=factor,
+                      weight_value=value, **params)
 
 
 def garbage_mod(*, controlled=None, kind: str = "nan"):

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..updates import WEIGHTINGS
 from .config import RunConfig
 
 DEMO = dict(strategies=["mean", "trimmed_mean", "krum"], attacks=["none", "alie", "gaussian", "ipm"], num_clients=[20],
@@ -82,13 +83,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show Flower's own logs")
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"],
                    help="Flower's Simulation Engine (default) or the same rounds in-process, without Ray")
+    p.add_argument("--weighting", default=None, choices=list(WEIGHTINGS),
+                   help="what the clients' reported numbers of examples may do (default: raw for mean, "
+                        "uniform for every robust rule; docs/strategies.md)")
+    p.add_argument("--weight-cap", type=float, default=None, help="c of --weighting capped (default 2)")
 
 
 def _base(args) -> dict:
-    return dict(dataset=args.dataset, data_root=args.data_root, model=args.model,
+    policy = {k: v for k, v in (("weighting", args.weighting), ("weight_cap", args.weight_cap)) if v is not None}
+    base = dict(dataset=args.dataset, data_root=args.data_root, model=args.model,
                 rounds=args.rounds or DEMO["rounds"], local_epochs=args.local_epochs or DEMO["local_epochs"], local_steps=args.local_steps,
                 batch_size=args.batch_size, lr=args.lr, server_lr=args.server_lr,
                 server_momentum=args.server_momentum, partitioning=args.partitioning, alpha=args.alpha, seed=args.seed)
+    if policy:
+        base["strategy_params"] = policy
+    return base
 
 
 def _run(cells, out: Path, args) -> list[dict]:

@@ -94,8 +94,21 @@ def backdoor_client(client, attack: str, params: dict, data, *, collusion, num_c
                     server_lr: float = 1.0):
     """``client`` (honest) turned into the backdoor attacker ``attack`` (one of
     :data:`BACKDOORS`) with the trigger :func:`cell_trigger` of ``data`` and ``params``
-    (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0). Simulation cells
-    and the Flower App's backdoor SuperNodes both build their attackers here."""
+    (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0; ``weight_factor`` /
+    ``weight_value`` add weight inflation). Simulation cells and the Flower App's backdoor
+    SuperNodes both build their attackers here."""
+    from ..clients.malicious import WeightInflationClient
+
+    inflate = {k: params[k] for k in ("weight_factor", "weight_value") if k in params}
+    attacker = _backdoor_attacker(client, attack, params, data, collusion=collusion, num_clients=num_clients,
+                                  num_malicious=num_malicious, server_lr=server_lr)
+    if not inflate:
+        return attacker
+    return WeightInflationClient(attacker, factor=inflate.get("weight_factor"), value=inflate.get("weight_value"))
+
+
+def _backdoor_attacker(client, attack: str, params: dict, data, *, collusion, num_clients: int,
+                       num_malicious: int, server_lr: float):
     from ..clients.backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
 
     trig = cell_trigger(data, params)
@@ -280,16 +293,20 @@ class CellRecorder:
 
 
 def make_strategy(cell: RunConfig, initial_weights, **kwargs):
-    """The legacy flwr-byz strategy a cell names (``detox-<rule>`` or a rule name)."""
+    """The legacy flwr-byz strategy a cell names (``detox-<rule>`` or a rule name); the
+    cell's ``strategy_params`` are the rule's, except ``weighting`` and ``weight_cap``
+    (the weight policy)."""
     from flwr.common import ndarrays_to_parameters
 
     from ..strategies.legacy import Detox, RobustFedAvg
 
+    params = dict(cell.strategy_params)
+    policy = {k: params.pop(k) for k in ("weighting", "weight_cap") if k in params}  # the strategy's, not the rule's
     if cell.strategy.startswith("detox-"):
-        cls, own = Detox, {"a1": cell.strategy.removeprefix("detox-"), **cell.strategy_params}
+        cls, own = Detox, {"a1": cell.strategy.removeprefix("detox-"), **params}
     else:
-        cls, own = RobustFedAvg, {"rule": cell.strategy, "rule_params": dict(cell.strategy_params)}
-    return cls(**own, num_malicious_clients=cell.tolerated, server_learning_rate=cell.server_lr,
+        cls, own = RobustFedAvg, {"rule": cell.strategy, "rule_params": params}
+    return cls(**own, **policy, num_malicious_clients=cell.tolerated, server_learning_rate=cell.server_lr,
                server_momentum=cell.server_momentum, fraction_fit=1.0, fraction_evaluate=0.0,
                min_fit_clients=cell.num_clients, min_available_clients=cell.num_clients,
                initial_parameters=ndarrays_to_parameters(initial_weights), on_fit_config_fn=fit_config(cell),
