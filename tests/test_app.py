@@ -185,3 +185,13 @@ def test_server_evaluation_reports_the_backdoor_asr(tmp_path):
         assert expected > 0
         assert metrics["asr"] == pytest.approx(expected)
         assert row["asr"] == pytest.approx(expected) and row["round"] == 0 and row["cfg_attack"] == "backdoor"
+
+
+@pytest.mark.parametrize("name", ["mean", "geometric_median", "GeometricMedian", "multi-krum"])
+def test_the_weight_policy_from_strategy_params(name):
+    s = build_strategy(run_settings({"strategy": name, "f": 1,
+                                     "strategy-params": '{"weighting": "capped", "weight_cap": 3.0}'}))
+    assert s.robust.weighting == "capped" and s.robust.weight_cap == 3.0
+    assert "weighting" not in s.robust.aggregator.params  # the strategy's option, not the rule's
+    default = build_strategy(run_settings({"strategy": name, "f": 1}))
+    assert default.robust.weighting == ("raw" if name == "mean" else "uniform")

@@ -103,20 +103,22 @@ def build_strategy(settings: dict):
     ``Detox``, ...) or a rule of :data:`flwr_byz.aggregation.RULES` (``multi_krum``,
     ``bulyan``, ...); case, ``-`` and ``_`` do not matter. ``f`` is the number of
     Byzantine nodes it tolerates; ``strategy-params`` (a JSON object) adds the class's own
-    arguments (``num_nodes_to_select``, ``group_size``, ``beta``, ...) and optionally
-    ``"pre": [{"kind": "bucketing", "s": 2}, ...]`` pre-aggregators.
+    arguments (``num_nodes_to_select``, ``group_size``, ``beta``, ...), optionally
+    ``"pre": [{"kind": "bucketing", "s": 2}, ...]`` pre-aggregators and the weight policy
+    (``"weighting"``, ``"weight_cap"``).
     """
     from .. import strategies
 
     params = json_param(settings["strategy-params"], "strategy-params")
     pre = [PreAggregator(p.pop("kind"), **p) for p in (dict(x) for x in params.pop("pre", []))]
+    policy = {k: params.pop(k) for k in ("weighting", "weight_cap") if k in params}  # the strategy's, not the rule's
     f = int(settings["f"])
     min_nodes = int(settings["min-nodes"])
     common = dict(
         fraction_train=float(settings["fraction-train"]), fraction_evaluate=float(settings["fraction-evaluate"]),
         min_train_nodes=min_nodes, min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes,
         server_learning_rate=float(settings["server-lr"]), server_momentum=float(settings["server-momentum"]),
-        pre_aggregators=pre,
+        pre_aggregators=pre, **policy,
     )
     key = strategy_name(settings["strategy"])
     if key in STRATEGIES:
