@@ -15,13 +15,14 @@ from .geometric_median import geometric_median
 from .krum import krum, krum_scores, multi_krum
 from .mean import mean
 from .pipeline import PRE_AGGREGATORS, RULES, PreAggregator, RobustAggregator, minimum_clients
+from .registry import REGISTRY, RuleSpec, register_rule, resolve_rule
 from .preaggregation import bucketing, clip_norms, nearest_neighbor_mixing
 from .report import AggregationReport
 from .signsgd import sign_majority_vote
 
 __all__ = [
-    "AggregationReport", "ByzantineBoundError", "PRE_AGGREGATORS", "PreAggregator", "RULES",
-    "RobustAggregator", "as_update_matrix", "bucketing", "bulyan", "centered_clipping",
+    "AggregationReport", "ByzantineBoundError", "PRE_AGGREGATORS", "PreAggregator", "REGISTRY", "RULES",
+    "RobustAggregator", "RuleSpec", "register_rule", "resolve_rule", "as_update_matrix", "bucketing", "bulyan", "centered_clipping",
     "clip_norms", "geometric_median", "krum", "krum_scores", "mean", "median", "minimum_clients",
     "multi_krum", "nearest_neighbor_mixing", "nonfinite_rows", "pairwise_sq_distances",
     "sign_majority_vote", "trimmed_mean",

@@ -11,26 +11,6 @@ import numpy as np
 CHUNK_COLUMNS = 60_000
 
 
-def sorted_column_chunks(X: np.ndarray, rows=None):
-    """Yield ``(a, block)`` for each chunk of columns ``a : a + CHUNK_COLUMNS`` of ``X``
-    (of ``X[rows]`` when ``rows`` is given): ``block`` is the chunk's (c, n) transpose with
-    each row sorted, in one buffer reused from chunk to chunk (use it before the next one).
-
-    Sorting along contiguous rows of a transposed copy is much faster than any operation
-    along axis 0; and at the row lengths of a federated round (tens to hundreds of clients)
-    numpy's vectorised sort (numpy >= 2) is as fast as a single ``np.partition``, so the
-    coordinate rules take every order statistic they need from one sort.
-    """
-    n, d = (X.shape[0] if rows is None else len(rows)), X.shape[1]
-    buf = np.empty((min(CHUNK_COLUMNS, d), n), dtype=X.dtype)  # no fresh pages per chunk
-    for a in range(0, d, CHUNK_COLUMNS):
-        chunk = X[:, a : a + CHUNK_COLUMNS] if rows is None else X[rows, a : a + CHUNK_COLUMNS]
-        block = buf[: chunk.shape[1]]
-        np.copyto(block, chunk.T)
-        block.sort(axis=1)
-        yield a, block
-
-
 class ByzantineBoundError(ValueError):
     """Raised when a rule cannot tolerate ``f`` Byzantine clients among ``n`` inputs."""
 
@@ -101,12 +81,15 @@ def as_weights(weights, n: int) -> np.ndarray | None:
     return w / w.max()
 
 
-def check_f(rule: str, n: int, f: int, *, a: int, b: int, formula: str | None = None) -> None:
-    """Raise unless f is a non-negative integer (``ValueError``) and ``n >= a * f + b``
-    (``ByzantineBoundError``; ``formula`` names the bound, by default "af + b")."""
+def check_f(rule: str, n: int, f: int, *, a: int | None = None, b: int | None = None, minimum=None,
+            formula: str | None = None) -> None:
+    """Raise unless f is a non-negative integer (``ValueError``) and n is at least the
+    rule's minimum (``ByzantineBoundError``): ``minimum(f)`` when given, else ``a * f + b``;
+    ``formula`` names the bound (by default "af + b"). The rules call it through
+    :func:`flwr_byz.aggregation.registry.check_bound`, which reads their spec."""
     if not isinstance(f, (int, np.integer)) or isinstance(f, bool) or f < 0:
         raise ValueError(f"{rule}: f must be a non-negative integer, got {f!r}")
-    minimum_n = a * int(f) + b
+    minimum_n = int(minimum(int(f))) if minimum is not None else a * int(f) + b
     if n < minimum_n:
         formula = formula or f"{a if a != 1 else ''}f + {b}"
         raise ByzantineBoundError(

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_update_matrix, check_f, sorted_column_chunks
+from ._validate import as_update_matrix
 from .distances import pairwise_sq_distances
+from .kernels import closest_to_median_mean
 from .krum import krum_scores
+from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
@@ -42,54 +44,8 @@ def iterated_krum_selection(D: np.ndarray, f: int, theta: int) -> list[int]:
     return chosen
 
 
-def _window_means(block: np.ndarray, lo: int, hi: int, beta: int) -> np.ndarray:
-    """Per row of a row-sorted (c, theta) block, the mean of its ``beta`` values nearest the
-    row's median, ties at equal distance going to the lower values.
-
-    Those values are a window of beta consecutive sorted values. The leftmost candidate
-    window ends at the lower middle position ``lo``; sliding it one step right swaps its
-    lowest value for the next one above it, which pays exactly when the incoming value is
-    strictly nearer the median than the outgoing one. That test holds for a prefix of the
-    steps (the sum of the two values never decreases), so the window's start is the leftmost
-    start plus the number of steps that pass. The window is then summed in float64 from its
-    own values only (nothing is subtracted, so a huge value outside the window cannot drown
-    the small ones inside it): the columns every candidate window holds in one slice, the
-    others column by column where they fall inside the row's window.
-    """
-    theta = block.shape[1]
-    med = 0.5 * (block[:, lo].astype(np.float64) + block[:, hi])
-    i0, i1 = max(lo - beta + 1, 0), min(hi, theta - beta)  # first and last candidate starts
-    start = np.full(block.shape[0], i0)
-    for s in range(i0 + 1, i1 + 1):
-        start += (block[:, s + beta - 1] - med) < (med - block[:, s - 1])
-    core_lo, core_hi = i1, i0 + beta  # columns inside every candidate window
-    if core_lo < core_hi:
-        total = block[:, core_lo:core_hi].sum(axis=1, dtype=np.float64)
-    else:
-        total = np.zeros(block.shape[0])
-    for j in range(i0, i1 + beta):
-        if not core_lo <= j < core_hi:
-            total += np.where((start <= j) & (j < start + beta), block[:, j], 0.0)
-    return total / beta
-
-
-def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
-    """Per coordinate, the mean of the beta values of X[rows] closest to their median
-    (ties at equal distance: the lower values).
-
-    Per column chunk, the selected rows are copied transposed (one contiguous row per
-    coordinate) and each row is sorted (:func:`sorted_column_chunks`); :func:`_window_means` then
-    finds and averages the window of the beta nearest values.
-    """
-    rows = np.sort(np.asarray(rows))
-    theta = rows.size
-    out = np.empty(X.shape[1], dtype=X.dtype)
-    lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
-    for a, block in sorted_column_chunks(X, rows):
-        out[a : a + len(block)] = _window_means(block, lo, hi, beta)
-    return out
-
-
+@register_rule("bulyan", bound=(4, 3), flower="Bulyan",
+               paper="El Mhamdi, Guerraoui & Rouault, ICML 2018")
 def bulyan(updates, *, f: int, return_report: bool = False):
     """Bulyan over Krum (n >= 4f + 3), as defined by El Mhamdi et al. (2018).
 
@@ -101,7 +57,7 @@ def bulyan(updates, *, f: int, return_report: bool = False):
     """
     X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
     n = X.shape[0]
-    check_f("bulyan", n, f, a=4, b=3)
+    check_bound("bulyan", n, f)
     theta = n - 2 * f
     beta = theta - 2 * f
     chosen = iterated_krum_selection(pairwise_sq_distances(X), f, theta)

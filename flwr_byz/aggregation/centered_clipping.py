@@ -16,12 +16,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
-from ._validate import as_update_matrix, check_f, raise_if_nonfinite
+from ._validate import as_update_matrix, raise_if_nonfinite
 from .distances import distances_to
 from .mean import weighted_mean
+from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
+@register_rule("centered_clipping", bound=(2, 1), aliases=("cclip",), stateful=True,
+               paper="Karimireddy, He & Jaggi, ICML 2021")
 def centered_clipping(
     updates,
     *,
@@ -44,7 +47,7 @@ def centered_clipping(
     """
     X = as_update_matrix(updates, check_finite=False)  # a NaN / Inf row has a non-finite distance
     n, d = X.shape
-    check_f("centered_clipping", n, f, a=2, b=1)
+    check_bound("centered_clipping", n, f)
     if not tau > 0:
         raise ValueError(f"centered_clipping: tau must be > 0, got {tau}")
     if iterations < 1:

@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_update_matrix, check_f, sorted_column_chunks
+from ._validate import as_update_matrix
+from .kernels import coordinate_median, sorted_column_chunks
+from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
-def coordinate_median(X: np.ndarray) -> np.ndarray:
-    """Coordinate-wise median of the rows of an already validated matrix (chunked)."""
-    n, d = X.shape
-    out = np.empty(d, dtype=X.dtype)
-    lo, hi = (n - 1) // 2, n // 2
-    for a, part in sorted_column_chunks(X):
-        if lo == hi:
-            out[a : a + len(part)] = part[:, hi]
-        else:  # even n: the mean of the two middle values
-            out[a : a + len(part)] = 0.5 * (part[:, lo].astype(np.float64) + part[:, hi])
-    return out
-
-
+@register_rule("median", bound=(2, 1), flower="FedMedian", strategy="FedMedian", coordinate_wise=True,
+               aliases=("coordinate_median",), paper="Yin, Chen, Ramchandran & Bartlett, ICML 2018")
 def median(updates, *, f: int = 0, return_report: bool = False):
     """Coordinate-wise median.
 
@@ -41,11 +32,13 @@ def median(updates, *, f: int = 0, return_report: bool = False):
     """
     X = as_update_matrix(updates)
     n = X.shape[0]
-    check_f("median", n, f, a=2, b=1)
+    check_bound("median", n, f)
     agg = coordinate_median(X)
     return (agg, AggregationReport("median", n, f)) if return_report else agg
 
 
+@register_rule("trimmed_mean", bound=(2, 1), flower="FedTrimmedAvg", strategy="FedTrimmedAvg",
+               coordinate_wise=True, paper="Yin, Chen, Ramchandran & Bartlett, ICML 2018")
 def trimmed_mean(updates, *, f: int, return_report: bool = False):
     """Coordinate-wise trimmed mean: drop the f largest and f smallest values, average the rest.
 
@@ -60,7 +53,7 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
     """
     X = as_update_matrix(updates)
     n, d = X.shape
-    check_f("trimmed_mean", n, f, a=2, b=1)
+    check_bound("trimmed_mean", n, f)
     if f == 0:
         agg = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
     else:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import as_update_matrix
-from .coordinate import coordinate_median
+from .kernels import coordinate_median
 from .distances import distances_to, pairwise_sq_distances
 from .mean import weighted_mean
 from .pipeline import RobustAggregator
+from .registry import resolve_rule
 from .report import AggregationReport
 
 
@@ -183,6 +184,7 @@ class DetoxAggregator:
                  a0: str | None = None, a0_subsets: int | None = None, tolerance: float | None = None, pre=()):
         if group_size < 1 or group_size % 2 == 0:
             raise ValueError(f"DETOX group size must be odd and >= 1, got {group_size}")
+        a1 = resolve_rule(a1).name  # an unknown A1 fails here, not every round
         self.rule = f"detox+{a1}"
         self.group_size, self.f, self.pre = int(group_size), int(f), list(pre)
         self.options = dict(a1=a1, a1_params=a1_params, a0=a0, a0_subsets=a0_subsets, tolerance=tolerance)

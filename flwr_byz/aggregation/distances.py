@@ -39,7 +39,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ._validate import raise_if_nonfinite
-from .coordinate import coordinate_median
+from .kernels import coordinate_median
 
 # An off-diagonal entry below this fraction of |c_i|^2 + |c_j|^2 (c = centred rows) is not
 # resolved reliably by a float32 Gram matrix; it triggers the later passes.

@@ -35,9 +35,10 @@ import math
 import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
-from ._validate import as_update_matrix, as_weights, check_f, raise_if_nonfinite
-from .coordinate import coordinate_median
+from ._validate import as_update_matrix, as_weights, raise_if_nonfinite
+from .kernels import coordinate_median
 from .distances import ROW_STEP, distances_to
+from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
@@ -96,6 +97,8 @@ def _objective(alpha: np.ndarray, dist: np.ndarray) -> float:
     return math.fsum(alpha[finite] * dist[finite])
 
 
+@register_rule("geometric_median", bound=(2, 1), aliases=("rfa",),
+               paper="Pillutla, Kakade & Harchaoui, IEEE Trans. Signal Processing 2022 (RFA)")
 def geometric_median(
     updates,
     *,
@@ -120,7 +123,7 @@ def geometric_median(
     """
     X = as_update_matrix(updates, check_finite=False)  # a NaN / Inf row has a non-finite distance
     n = X.shape[0]
-    check_f("geometric_median", n, f, a=2, b=1)
+    check_bound("geometric_median", n, f)
     alpha = as_weights(weights, n)
     alpha = np.ones(n) if alpha is None else alpha
     alpha = alpha / math.fsum(alpha)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_update_matrix, as_weights, check_f
+from ._validate import as_update_matrix, as_weights
 from .distances import pairwise_sq_distances
 from .mean import weighted_mean
+from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
@@ -37,6 +38,8 @@ def _ranked(scores: np.ndarray) -> np.ndarray:
     return np.argsort(scores, kind="stable")
 
 
+@register_rule("krum", bound=(2, 3), flower="Krum",
+               paper="Blanchard, El Mhamdi, Guerraoui & Stainer, NeurIPS 2017")
 def krum(updates, *, f: int, return_report: bool = False):
     """Krum: the single update with the lowest Krum score (n >= 2f + 3).
 
@@ -47,7 +50,7 @@ def krum(updates, *, f: int, return_report: bool = False):
     """
     X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
     n = X.shape[0]
-    check_f("krum", n, f, a=2, b=3)
+    check_bound("krum", n, f)
     scores = krum_scores(pairwise_sq_distances(X), f)
     best = int(_ranked(scores)[0])
     agg = X[best].copy()
@@ -56,6 +59,8 @@ def krum(updates, *, f: int, return_report: bool = False):
     return agg
 
 
+@register_rule("multi_krum", bound=(2, 3), flower="MultiKrum", strategy="MultiKrum",
+               paper="Blanchard, El Mhamdi, Guerraoui & Stainer, NeurIPS 2017")
 def multi_krum(updates, *, f: int, m: int | None = None, weights=None, return_report: bool = False):
     """Multi-Krum: the (weighted) average of the m updates with the lowest Krum scores.
 
@@ -73,7 +78,7 @@ def multi_krum(updates, *, f: int, m: int | None = None, weights=None, return_re
     """
     X = as_update_matrix(updates, check_finite=False)  # the Gram matrix checks
     n = X.shape[0]
-    check_f("multi_krum", n, f, a=2, b=3)
+    check_bound("multi_krum", n, f)
     m = n - f if m is None else int(m)
     if not 1 <= m <= n:
         raise ValueError(f"multi_krum: m must be in [1, n={n}], got {m}")

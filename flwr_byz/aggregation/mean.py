@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_update_matrix, as_weights, check_f, raise_if_nonfinite
+from ._validate import as_update_matrix, as_weights, raise_if_nonfinite
+from .registry import NO_TOLERANCE, check_bound, register_rule
 from .report import AggregationReport
 
 
@@ -29,6 +30,9 @@ def weighted_mean(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     return w.astype(X.dtype) @ X
 
 
+@register_rule("mean", bound=lambda f: 1 if f == 0 else NO_TOLERANCE, flower="FedAvg",
+               strategy="RobustFedAvg", aliases=("fedavg",), bound_text="(no tolerance: f must be 0)",
+               paper="McMahan et al., AISTATS 2017")
 def mean(updates, *, weights=None, f: int = 0, return_report: bool = False):
     """Coordinate-wise (weighted) mean of the n updates.
 
@@ -40,7 +44,7 @@ def mean(updates, *, weights=None, f: int = 0, return_report: bool = False):
     """
     X = as_update_matrix(updates, check_finite=False)
     n = X.shape[0]
-    check_f("mean", n, f, a=n + 1, b=0, formula="(n + 1) f (no tolerance: f must be 0)")
+    check_bound("mean", n, f)
     w = as_weights(weights, n)
     agg = weighted_mean(X, w)
     raise_if_nonfinite(X, agg)  # 0 * Inf is NaN: a zero weight does not hide an Inf

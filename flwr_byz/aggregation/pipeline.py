@@ -2,49 +2,27 @@
 
 This is the one object the Flower adapters hold: ``RobustAggregator("bulyan", f=3)`` is a
 callable ``(X, weights=None) -> (aggregate, report)`` as sketched in the design notes.
+The rules are those declared in :mod:`flwr_byz.aggregation.registry` (``RULES`` is a live
+view of it); importing this module imports every rule module, which registers them.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from .bulyan import bulyan
-from .centered_clipping import centered_clipping
-from .coordinate import median, trimmed_mean
-from .geometric_median import geometric_median
-from .krum import krum, multi_krum
-from .mean import mean
 from .preaggregation import bucketing, clip_norms, nearest_neighbor_mixing
+from .registry import REGISTRY, RULES, minimum_clients
 from .report import AggregationReport
-from .signsgd import sign_majority_vote
 
-RULES: dict[str, Callable] = {
-    "mean": mean,
-    "median": median,
-    "trimmed_mean": trimmed_mean,
-    "krum": krum,
-    "multi_krum": multi_krum,
-    "bulyan": bulyan,
-    "geometric_median": geometric_median,
-    "centered_clipping": centered_clipping,
-    "signsgd_majority": sign_majority_vote,
-}
+# The modules that declare the built-in rules (importing one registers its rules).
+RULE_MODULES = ("mean", "coordinate", "krum", "bulyan", "geometric_median", "centered_clipping", "signsgd")
+for _module in RULE_MODULES:
+    importlib.import_module(f".{_module}", __package__)
 
 PRE_AGGREGATORS = ("clip", "bucketing", "nnm")
-
-
-def minimum_clients(rule: str, f: int) -> int:
-    """Smallest n for which ``rule`` tolerates ``f`` Byzantine clients."""
-    return {
-        "mean": 1 if f == 0 else np.iinfo(np.int64).max,
-        "krum": 2 * f + 3,
-        "multi_krum": 2 * f + 3,
-        "bulyan": 4 * f + 3,
-    }.get(rule, 2 * f + 1)
 
 
 @dataclass
@@ -86,13 +64,13 @@ class RobustAggregator:
     """
 
     def __init__(self, rule: str, *, f: int = 0, pre=(), **params):
-        if rule not in RULES:
-            raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
+        if rule not in REGISTRY:
+            raise ValueError(f"unknown rule {rule!r}; choose from {sorted(REGISTRY)}")
         if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 0:
             raise ValueError(f"{rule}: f must be a non-negative integer, got {f!r}")
         self.rule, self.f, self.pre, self.params = rule, int(f), list(pre), dict(params)
-        self._fn = RULES[rule]
-        self._takes_weights = "weights" in inspect.signature(self._fn).parameters
+        self._fn = REGISTRY[rule].fn
+        self._takes_weights = REGISTRY[rule].weighted
 
     def minimum_clients(self) -> int:
         """Smallest number of replies for which the rule (after bucketing) still holds."""

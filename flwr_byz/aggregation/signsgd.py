@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
+from ._validate import CHUNK_COLUMNS, as_update_matrix
+from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
+@register_rule("signsgd_majority", bound=(2, 1), strategy="SignSGDMajority", coordinate_wise=True,
+               translation_equivariant=False, paper="Bernstein, Zhao, Azizzadenesheli & Anandkumar, ICLR 2019")
 def sign_majority_vote(updates, *, f: int = 0, server_lr: float = 1e-3, return_report: bool = False):
     """Majority vote of the clients' signs, scaled by the server step size.
 
@@ -27,7 +30,7 @@ def sign_majority_vote(updates, *, f: int = 0, server_lr: float = 1e-3, return_r
     """
     X = as_update_matrix(updates)
     n, d = X.shape
-    check_f("signsgd_majority", n, f, a=2, b=1)
+    check_bound("signsgd_majority", n, f)
     agg = np.empty(d, dtype=X.dtype)
     agree = np.zeros(n)
     for a in range(0, d, CHUNK_COLUMNS):

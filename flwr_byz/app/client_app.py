@@ -35,7 +35,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..clients.malicious import COLLUDING, MaliciousClient
+from ..attacks.catalogue import colluding_attacks
+from ..clients.malicious import MaliciousClient
 from ..simulations import runner
 from .settings import data_key, json_param, run_settings, train_config
 
@@ -98,7 +99,7 @@ def _node_client(context: Context, key: tuple, pid: int, config: dict):
     if attack == "none":
         return client, None
     collusion = None
-    colluding = attack in COLLUDING or attack == "alie_backdoor"
+    colluding = attack in colluding_attacks()
     if colluding and nc.get("rendezvous"):
         client = CachedFit(client)
         collusion = RendezvousCollusion(

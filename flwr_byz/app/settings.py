@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..aggregation import RULES, PreAggregator
+from ..aggregation import PreAggregator
 
 RUN_DEFAULTS: dict[str, Any] = {
     "num-rounds": 3,
@@ -44,21 +44,6 @@ RUN_DEFAULTS: dict[str, Any] = {
 
 # Keys of the round's train config (sent by the server; read by TorchClient.honest_update).
 TRAIN_KEYS = ("local-epochs", "local-steps", "batch-size", "lr", "momentum", "seed")
-
-# Strategy names (case, "-" and "_" ignored) -> (class name in flwr_byz.strategies, rule name).
-STRATEGIES = {
-    "fedavg": ("RobustFedAvg", "mean"), "mean": ("RobustFedAvg", "mean"),
-    "krum": ("Krum", "krum"),
-    "multikrum": ("MultiKrum", "multi_krum"),
-    "bulyan": ("Bulyan", "bulyan"),
-    "median": ("FedMedian", "median"), "fedmedian": ("FedMedian", "median"),
-    "trimmedmean": ("FedTrimmedAvg", "trimmed_mean"), "fedtrimmedavg": ("FedTrimmedAvg", "trimmed_mean"),
-    "geometricmedian": ("GeometricMedian", "geometric_median"),
-    "centeredclipping": ("CenteredClipping", "centered_clipping"),
-    "signsgdmajority": ("SignSGDMajority", "signsgd_majority"),
-    "detox": ("Detox", None),
-}
-
 
 def run_settings(run_config) -> dict[str, Any]:
     """The run config with every key present (defaults filled in)."""
@@ -92,22 +77,20 @@ def train_config(settings: dict) -> dict:
     return {k: settings[k] for k in TRAIN_KEYS}
 
 
-def strategy_name(name: str) -> str:
-    return str(name).lower().replace("-", "").replace("_", "")
-
-
 def build_strategy(settings: dict):
     """The flwr_byz Message-API strategy named by the run config's ``strategy``.
 
-    ``strategy`` is a class of :mod:`flwr_byz.strategies` (``MultiKrum``, ``Bulyan``,
-    ``Detox``, ...) or a rule of :data:`flwr_byz.aggregation.RULES` (``multi_krum``,
-    ``bulyan``, ...); case, ``-`` and ``_`` do not matter. ``f`` is the number of
+    ``strategy`` is resolved by :func:`resolve_strategy`: a class of
+    :mod:`flwr_byz.strategies` (``MultiKrum``, ``Bulyan``, ``Detox``, ...), a rule of
+    :data:`flwr_byz.aggregation.RULES` (``multi_krum``, ``bulyan``, ...), Flower's name or
+    an alias; case, ``-`` and ``_`` do not matter. ``f`` is the number of
     Byzantine nodes it tolerates; ``strategy-params`` (a JSON object) adds the class's own
     arguments (``num_nodes_to_select``, ``group_size``, ``beta``, ...), optionally
     ``"pre": [{"kind": "bucketing", "s": 2}, ...]`` pre-aggregators and the weight policy
     (``"weighting"``, ``"weight_cap"``).
     """
     from .. import strategies
+    from ..strategies.rule_classes import resolve_strategy
 
     params = json_param(settings["strategy-params"], "strategy-params")
     pre = [PreAggregator(p.pop("kind"), **p) for p in (dict(x) for x in params.pop("pre", []))]
@@ -120,18 +103,10 @@ def build_strategy(settings: dict):
         server_learning_rate=float(settings["server-lr"]), server_momentum=float(settings["server-momentum"]),
         pre_aggregators=pre, **policy,
     )
-    key = strategy_name(settings["strategy"])
-    if key in STRATEGIES:
-        cls_name, rule = STRATEGIES[key]
-    elif str(settings["strategy"]) in RULES:
-        cls_name, rule = "RobustFedAvg", str(settings["strategy"])
-    else:
-        known = sorted({v[0] for v in STRATEGIES.values()} | set(RULES))
-        raise ValueError(f"unknown strategy {settings['strategy']!r}; choose from {known}")
-    cls = getattr(strategies, cls_name)
-    if cls_name == "RobustFedAvg":
-        return cls(rule=rule, num_malicious_nodes=0 if rule == "mean" else f, rule_params=params, **common)
-    if cls_name == "FedTrimmedAvg":
+    cls = resolve_strategy(settings["strategy"], strategies)
+    if cls is strategies.RobustFedAvg:
+        return cls(rule="mean", num_malicious_nodes=0, rule_params=params, **common)
+    if cls is strategies.FedTrimmedAvg:
         if "beta" in params:
             return cls(**params, **common)
         return cls(beta=None, num_malicious_nodes=f, **params, **common)

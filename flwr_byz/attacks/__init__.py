@@ -9,6 +9,7 @@ the paper also studies an omniscient attacker (then pass the honest updates too)
 """
 
 from .alie import alie_supporters, alie_update, alie_z_max
+from .catalogue import ATTACK_SPECS, AttackSpec, attack_names, check_attack, register_attack
 from .backdoor import (
     PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, attack_success_rate, model_replacement,
     num_poisoned, poison_batch, replacement_gamma,
@@ -22,6 +23,7 @@ from .minmax import DIRECTIONS, min_max, min_sum
 from .weight_inflation import inflate_num_examples
 
 __all__ = [
+    "ATTACK_SPECS", "AttackSpec", "attack_names", "check_attack", "register_attack",
     "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
     "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
     "DIRECTIONS", "GARBAGE_KINDS", "alie_forecast", "alie_supporters", "alie_update", "alie_z_max",

@@ -40,6 +40,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from . import _common
+from .catalogue import register_attack
 
 __all__ = ["alie_supporters", "alie_update", "alie_z_max"]
 
@@ -82,6 +83,9 @@ def alie_z_max(n: int, m: int) -> float:
     return float(ndtri((n - s) / n))
 
 
+@register_attack("alie", kind="model", colluding=True, params={"z": None},
+                 knowledge="the corrupted clients' own honest updates (their mean and std)",
+                 paper="Baruch, Baruch & Goldberg, NeurIPS 2019")
 def alie_update(own_updates, z: float | None = None, n: int | None = None, *, sign: int = -1) -> np.ndarray:
     """The single update every corrupted client sends: ``mu + sign * z * sigma`` (float32).
 

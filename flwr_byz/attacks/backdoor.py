@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _common
+from .catalogue import register_attack
 
 __all__ = [
     "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
@@ -202,6 +203,8 @@ class PixelTrigger:
         return poison_batch(x, y, self, fraction, rng, return_indices=return_indices)
 
 
+@register_attack("backdoor", kind="backdoor", knowledge="its own data", params={"fraction": 0.5, "trigger": {}},
+                 paper="data-poisoning backdoor with a pixel trigger (docs/backdoors.md)")
 def poison_batch(x, y, trigger: PixelTrigger, fraction: float, rng=None, *, return_indices: bool = False):
     """Poison exactly ``num_poisoned(len(x), fraction)`` samples of a batch.
 
@@ -366,6 +369,8 @@ def replacement_gamma(num_clients: int, server_lr: float = 1.0) -> float:
     return n / eta
 
 
+@register_attack("model_replacement", kind="backdoor", knowledge="its own data, n and the server step",
+                 params={"gamma": None, "fraction": 0.5, "trigger": {}}, paper="Bagdasaryan et al., AISTATS 2020")
 def model_replacement(update, gamma: float) -> np.ndarray:
     """``gamma * update`` (computed in float64, returned as float32, same shape).
 
@@ -396,6 +401,10 @@ def alie_box(own_updates, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return mu, mu - sigma, mu + sigma
 
 
+@register_attack("alie_backdoor", kind="backdoor", colluding=True,
+                 knowledge="its own data and the corrupted clients' honest updates",
+                 params={"z": None, "alpha": 1.0, "fraction": 0.5, "trigger": {}},
+                 paper="Baruch, Baruch & Goldberg, NeurIPS 2019 (backdoor)")
 def alie_box_projection(update, own_updates, z: float, *, return_fraction: bool = False):
     """Clip ``update`` coordinate-wise into ``[mu - z sigma, mu + z sigma]`` (float32 (d,)).
 

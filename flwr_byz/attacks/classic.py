@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _common
+from .catalogue import register_attack
 
 __all__ = [
     "GARBAGE_KINDS", "constant_update", "garbage_updates", "gaussian_noise",
@@ -32,6 +33,7 @@ __all__ = [
 GARBAGE_KINDS = ("nan", "inf", "wrong_shape", "wrong_dtype")
 
 
+@register_attack("sign_flip", kind="model", knowledge="its own honest update", paper="classic")
 def sign_flipping(own_updates, scale: float = 1.0) -> np.ndarray:
     """Each corrupted client sends ``-scale * x_i``, its own honest update reversed.
 
@@ -52,6 +54,7 @@ def sign_flipping(own_updates, scale: float = 1.0) -> np.ndarray:
     return out[0] if one_d else out
 
 
+@register_attack("gaussian", kind="model", knowledge="none", paper="classic")
 def gaussian_noise(shape, *, sigma: float = 1.0, seed=None) -> np.ndarray:
     """Updates of i.i.d. N(0, sigma^2) entries, drawn from a seeded NumPy ``Generator``.
 
@@ -78,6 +81,9 @@ def gaussian_noise(shape, *, sigma: float = 1.0, seed=None) -> np.ndarray:
     return out
 
 
+@register_attack("ipm", kind="model", colluding=True,
+                 knowledge="the corrupted clients' own honest updates (omniscient in the paper)",
+                 paper="Xie, Koyejo & Gupta, UAI 2019")
 def inner_product_manipulation(known_updates, epsilon: float = 0.1) -> np.ndarray:
     """Xie et al. (UAI 2019): every corrupted client sends ``-epsilon * mean(known_updates)``.
 
@@ -101,6 +107,8 @@ def inner_product_manipulation(known_updates, epsilon: float = 0.1) -> np.ndarra
     return (-epsilon * mu).astype(np.float32)
 
 
+@register_attack("constant", kind="model", knowledge="none",
+                 paper="DETOX's attack on signSGD, Rajput et al., NeurIPS 2019")
 def constant_update(d: int, c: float = -1.0) -> np.ndarray:
     """The update with every one of its d entries equal to c (DETOX's attack on signSGD).
 
@@ -114,6 +122,8 @@ def constant_update(d: int, c: float = -1.0) -> np.ndarray:
     return np.full(d, c, dtype=np.float32)
 
 
+@register_attack("garbage", kind="malformed", knowledge="none", params={"kind": "nan"},
+                 paper="exercises the server's input checks")
 def garbage_updates(kind: str, d: int, num_clients: int = 1, *, seed=0) -> list[np.ndarray]:
     """Malformed updates for exercising input checks: a list of ``num_clients`` arrays.
 

@@ -14,10 +14,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _common
+from .catalogue import register_attack
 
 __all__ = ["flip_labels"]
 
 
+@register_attack("label_flip", kind="data", knowledge="its own data", params={},
+                 paper="label flipping, y -> C - 1 - y")
 def flip_labels(y, num_classes: int | None = None, mapping=None) -> np.ndarray:
     """Return a relabelled copy of the integer labels ``y`` (same shape and dtype).
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _common
+from .catalogue import register_attack
 
 __all__ = ["DIRECTIONS", "min_max", "min_sum"]
 
@@ -132,6 +133,9 @@ def _check_search(who: str, method: str, gamma_init, tau) -> tuple[float, float]
     return gamma_init, tau
 
 
+@register_attack("min_max", kind="model", colluding=True, params={"direction": "unit_vec"},
+                 knowledge="the corrupted clients' own honest updates (omniscient in the paper)",
+                 paper="Shejwalkar & Houmansadr, NDSS 2021")
 def min_max(known_updates, *, direction: str = "unit_vec", method: str = "halving",
             gamma_init: float = 10.0, tau: float = 1e-5, return_gamma: bool = False):
     """Min-Max: ``mu + gamma p`` with the largest gamma keeping it within the known diameter.
@@ -174,6 +178,9 @@ def min_max(known_updates, *, direction: str = "unit_vec", method: str = "halvin
     return (update, float(gamma)) if return_gamma else update
 
 
+@register_attack("min_sum", kind="model", colluding=True, params={"direction": "unit_vec"},
+                 knowledge="the corrupted clients' own honest updates (omniscient in the paper)",
+                 paper="Shejwalkar & Houmansadr, NDSS 2021")
 def min_sum(known_updates, *, direction: str = "unit_vec", bound: str = "max", method: str = "halving",
             gamma_init: float = 10.0, tau: float = 1e-5, return_gamma: bool = False):
     """Min-Sum: ``mu + gamma p`` with the largest gamma keeping its sum of squared distances low.

@@ -16,10 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import check_finite_scalar
+from .catalogue import register_attack
 
 INT64_MAX = int(np.iinfo(np.int64).max)
 
 
+@register_attack("weight_inflation", kind="weight", knowledge="its own number of examples",
+                 params={"weight_factor": 1e6, "weight_value": None, "inner": "sign_flip"},
+                 paper="FedAvg trusts the reported n_k (McMahan et al., AISTATS 2017)")
 def inflate_num_examples(num_examples, *, factor: float = 1e6, value: float | None = None) -> int:
     """The number of examples a weight-inflating client claims.
 

@@ -22,12 +22,15 @@ import numpy as np
 from flwr.client import NumPyClient
 
 from .. import attacks
+from ..attacks.catalogue import attack_names, colluding_attacks
 from ..updates import ModelLayout, apply_update
 
 LOG = logging.getLogger("flwr_byz.clients")
-ATTACKS = ("alie", "sign_flip", "gaussian", "ipm", "min_max", "min_sum", "constant", "label_flip", "garbage",
-           "weight_inflation")
-COLLUDING = ("alie", "ipm", "min_max", "min_sum")
+# Read from the attack catalogue (flwr_byz.attacks.catalogue): what a MaliciousClient mounts
+# (the backdoors have their own clients, flwr_byz.clients.backdoor), and which attacks pool
+# the corrupted clients' honest updates.
+ATTACKS = attack_names("model", "data", "malformed", "weight")
+COLLUDING = tuple(a for a in colluding_attacks() if a in ATTACKS)
 
 
 class MaliciousClient(NumPyClient):
@@ -52,9 +55,9 @@ class MaliciousClient(NumPyClient):
         self.weight_factor, self.weight_value = params.pop("weight_factor", None), params.pop("weight_value", None)
         if attack == "weight_inflation":
             attack = params.pop("inner", "sign_flip")
-            if attack not in ATTACKS[:-1] + ("none",):
-                raise ValueError(f"weight_inflation: unknown inner attack {attack!r}; choose from "
-                                 f"{ATTACKS[:-1] + ('none',)}")
+            inner = ("none",) + tuple(a for a in ATTACKS if a != "weight_inflation")
+            if attack not in inner:
+                raise ValueError(f"weight_inflation: unknown inner attack {attack!r}; choose from {inner}")
             if self.weight_value is None and self.weight_factor is None:
                 self.weight_factor = 1e6
         self.honest, self.attack, self.collusion, self.params = honest, attack, collusion, params

@@ -29,6 +29,17 @@ def _csv_list(kind=str):
 
 
 def _grid(strategies, attacks, num_clients, num_malicious, base: dict, attack_params=None) -> list[RunConfig]:
+    from ..strategies.rule_classes import canonical_strategy
+
+    from ..attacks.catalogue import check_attack
+
+    try:
+        strategies = [canonical_strategy(s) for s in strategies]  # aliases accepted
+        for a in attacks:
+            check_attack(a)
+    except ValueError as err:  # said in one line, before anything runs
+        print(f"flwr-byz: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     cells = []
     for s, a, n, m in itertools.product(strategies, attacks, num_clients, num_malicious):
         cells.append(RunConfig(strategy=s, attack=a, num_clients=n, num_malicious=m if a != "none" else 0,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..attacks.catalogue import attack_names
 from .config import RunConfig
 
 LOG = logging.getLogger("flwr_byz.simulations")
@@ -76,7 +77,7 @@ def honest_client(key: tuple, pid: int, config: dict):
     )
 
 
-BACKDOORS = ("backdoor", "model_replacement", "alie_backdoor")
+BACKDOORS = attack_names("backdoor")  # from the attack catalogue
 
 
 def cell_trigger(data, params: dict):

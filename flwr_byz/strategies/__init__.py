@@ -4,6 +4,8 @@
 ``flwr new`` generates); ``flwr_byz.strategies.legacy`` the same rules for the legacy
 ``flwr.server.strategy`` API. Class names follow Flower's own (Krum, MultiKrum, Bulyan,
 FedMedian, FedTrimmedAvg); docs/strategies.md maps every class to its Flower counterpart.
+``strategy_class(name)`` returns the class of any registered rule (by rule name, class
+name, Flower's name or an alias), in either module.
 """
 
 from .message_api import (
@@ -17,9 +19,10 @@ from .message_api import (
     MultiKrum,
     RobustFedAvg,
     SignSGDMajority,
+    strategy_class,
 )
 
 __all__ = [
     "Bulyan", "CenteredClipping", "Detox", "FedMedian", "FedTrimmedAvg", "GeometricMedian", "Krum",
-    "MultiKrum", "RobustFedAvg", "SignSGDMajority",
+    "MultiKrum", "RobustFedAvg", "SignSGDMajority", "strategy_class",
 ]

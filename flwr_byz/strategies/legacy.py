@@ -18,6 +18,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from .robust_round import RobustStrategyMixin, client_facts
+from .rule_classes import StrategyCatalogue
 
 
 class RobustFedAvg(RobustStrategyMixin, FedAvg):
@@ -122,23 +123,6 @@ class MultiKrum(RobustFedAvg):
                          pre_aggregators=pre_aggregators, rule_params={"m": num_clients_to_keep}, **kwargs)
 
 
-class Bulyan(RobustFedAvg):
-    """Bulyan over Krum (El Mhamdi et al. 2018); n >= 4f + 3. Same selection as Flower's legacy
-    ``Bulyan``, without its per-iteration distance recomputation."""
-
-    def __init__(self, *, num_malicious_clients: int = 0, pre_aggregators=(), **kwargs):
-        super().__init__(rule="bulyan", num_malicious_clients=num_malicious_clients,
-                         pre_aggregators=pre_aggregators, **kwargs)
-
-
-class FedMedian(RobustFedAvg):
-    """Coordinate-wise median (Yin et al. 2018); n >= 2f + 1."""
-
-    def __init__(self, *, num_malicious_clients: int = 0, pre_aggregators=(), **kwargs):
-        super().__init__(rule="median", num_malicious_clients=num_malicious_clients,
-                         pre_aggregators=pre_aggregators, **kwargs)
-
-
 class FedTrimmedAvg(RobustFedAvg):
     """Coordinate-wise trimmed mean (Yin et al. 2018), int(beta * n) cut per side; n >= 2f + 1."""
 
@@ -151,37 +135,6 @@ class FedTrimmedAvg(RobustFedAvg):
         self.beta = beta
         super().__init__(rule="trimmed_mean", num_malicious_clients=num_malicious_clients or 0,
                          pre_aggregators=pre_aggregators, **kwargs)
-
-
-class GeometricMedian(RobustFedAvg):
-    """Geometric median by smoothed Weiszfeld, RFA (Pillutla et al. 2022); n >= 2f + 1."""
-
-    def __init__(self, *, num_malicious_clients: int = 0, maxiter: int = 100, ftol: float = 1e-6,
-                 nu: float = 1e-6, pre_aggregators=(), **kwargs):
-        super().__init__(rule="geometric_median", num_malicious_clients=num_malicious_clients,
-                         pre_aggregators=pre_aggregators,
-                         rule_params={"maxiter": maxiter, "ftol": ftol, "nu": nu}, **kwargs)
-
-
-class CenteredClipping(RobustFedAvg):
-    """Centered clipping (Karimireddy et al. 2021) around the previous round's update."""
-
-    _history_center = True
-
-    def __init__(self, *, num_malicious_clients: int = 0, tau: float = 10.0, iterations: int = 1,
-                 pre_aggregators=(), **kwargs):
-        super().__init__(rule="centered_clipping", num_malicious_clients=num_malicious_clients,
-                         pre_aggregators=pre_aggregators,
-                         rule_params={"tau": tau, "iterations": iterations}, **kwargs)
-
-
-class SignSGDMajority(RobustFedAvg):
-    """signSGD with majority vote (Bernstein et al. 2019): step server_lr * sign(sum of signs)."""
-
-    def __init__(self, *, num_malicious_clients: int = 0, server_lr: float = 1e-3, pre_aggregators=(),
-                 **kwargs):
-        super().__init__(rule="signsgd_majority", num_malicious_clients=num_malicious_clients,
-                         pre_aggregators=pre_aggregators, rule_params={"server_lr": server_lr}, **kwargs)
 
 
 class Detox(RobustFedAvg):
@@ -220,3 +173,13 @@ class Detox(RobustFedAvg):
             proxy, ins = instructions[cid]
             out.append((proxy, FitIns(ins.parameters, {**ins.config, **extra})))
         return out
+
+
+# The plain rules: one class each, made from the rule's spec (flwr_byz.aggregation.registry).
+strategy_class = StrategyCatalogue(globals(), RobustFedAvg, f_arg="num_malicious_clients", api="legacy API",
+                                   positional=False)
+Bulyan = strategy_class.make("bulyan")
+FedMedian = strategy_class.make("median")
+GeometricMedian = strategy_class.make("geometric_median")
+CenteredClipping = strategy_class.make("centered_clipping")
+SignSGDMajority = strategy_class.make("signsgd_majority")

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from .robust_round import RobustStrategyMixin, client_facts
+from .rule_classes import StrategyCatalogue
 
 
 class RobustFedAvg(RobustStrategyMixin, FedAvg):
@@ -124,17 +125,6 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         return ArrayRecord(dict(zip(current, (Array(a) for a in new_arrays)))), metrics
 
 
-class Krum(RobustFedAvg):
-    """Krum (Blanchard et al., NeurIPS 2017); needs n >= 2f + 3 replies.
-
-    Same arguments as Flower's ``flwr.serverapp.strategy.Krum``.
-    """
-
-    def __init__(self, *args, num_malicious_nodes: int = 0, pre_aggregators=(), **kwargs):
-        super().__init__(*args, rule="krum", num_malicious_nodes=num_malicious_nodes,
-                         pre_aggregators=pre_aggregators, **kwargs)
-
-
 class MultiKrum(RobustFedAvg):
     """Multi-Krum (Blanchard et al. 2017): weighted mean of the m best Krum scores; n >= 2f + 3.
 
@@ -146,26 +136,6 @@ class MultiKrum(RobustFedAvg):
         self.num_nodes_to_select = num_nodes_to_select
         super().__init__(*args, rule="multi_krum", num_malicious_nodes=num_malicious_nodes,
                          pre_aggregators=pre_aggregators, rule_params={"m": num_nodes_to_select}, **kwargs)
-
-
-class Bulyan(RobustFedAvg):
-    """Bulyan over Krum (El Mhamdi et al., ICML 2018), as the paper defines it; n >= 4f + 3.
-
-    Unlike Flower's Message-API ``Bulyan``, the theta = n - 2f selections are made by
-    *iterated* Krum on the shrinking set (see :func:`flwr_byz.aggregation.bulyan`).
-    """
-
-    def __init__(self, *args, num_malicious_nodes: int = 0, pre_aggregators=(), **kwargs):
-        super().__init__(*args, rule="bulyan", num_malicious_nodes=num_malicious_nodes,
-                         pre_aggregators=pre_aggregators, **kwargs)
-
-
-class FedMedian(RobustFedAvg):
-    """Coordinate-wise median (Yin et al., ICML 2018); n >= 2f + 1. Same as Flower's ``FedMedian``."""
-
-    def __init__(self, *args, num_malicious_nodes: int = 0, pre_aggregators=(), **kwargs):
-        super().__init__(*args, rule="median", num_malicious_nodes=num_malicious_nodes,
-                         pre_aggregators=pre_aggregators, **kwargs)
 
 
 class FedTrimmedAvg(RobustFedAvg):
@@ -184,37 +154,6 @@ class FedTrimmedAvg(RobustFedAvg):
         self.beta = beta
         super().__init__(*args, rule="trimmed_mean", num_malicious_nodes=num_malicious_nodes or 0,
                          pre_aggregators=pre_aggregators, **kwargs)
-
-
-class GeometricMedian(RobustFedAvg):
-    """Geometric median by smoothed Weiszfeld, RFA (Pillutla et al. 2022); n >= 2f + 1."""
-
-    def __init__(self, *args, num_malicious_nodes: int = 0, maxiter: int = 100, ftol: float = 1e-6,
-                 nu: float = 1e-6, pre_aggregators=(), **kwargs):
-        super().__init__(*args, rule="geometric_median", num_malicious_nodes=num_malicious_nodes,
-                         pre_aggregators=pre_aggregators,
-                         rule_params={"maxiter": maxiter, "ftol": ftol, "nu": nu}, **kwargs)
-
-
-class CenteredClipping(RobustFedAvg):
-    """Centered clipping (Karimireddy et al., ICML 2021) around the previous round's update."""
-
-    _history_center = True
-
-    def __init__(self, *args, num_malicious_nodes: int = 0, tau: float = 10.0, iterations: int = 1,
-                 pre_aggregators=(), **kwargs):
-        super().__init__(*args, rule="centered_clipping", num_malicious_nodes=num_malicious_nodes,
-                         pre_aggregators=pre_aggregators,
-                         rule_params={"tau": tau, "iterations": iterations}, **kwargs)
-
-
-class SignSGDMajority(RobustFedAvg):
-    """signSGD with majority vote (Bernstein et al., ICLR 2019): step server_lr * sign(sum signs)."""
-
-    def __init__(self, *args, num_malicious_nodes: int = 0, server_lr: float = 1e-3, pre_aggregators=(),
-                 **kwargs):
-        super().__init__(*args, rule="signsgd_majority", num_malicious_nodes=num_malicious_nodes,
-                         pre_aggregators=pre_aggregators, rule_params={"server_lr": server_lr}, **kwargs)
 
 
 class Detox(RobustFedAvg):
@@ -251,3 +190,14 @@ class Detox(RobustFedAvg):
             record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
             out.append(Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node))
         return out
+
+
+# The plain rules: one class each, made from the rule's spec (flwr_byz.aggregation.registry).
+strategy_class = StrategyCatalogue(globals(), RobustFedAvg, f_arg="num_malicious_nodes", api="Message API",
+                                   positional=True)
+Krum = strategy_class.make("krum")
+Bulyan = strategy_class.make("bulyan")
+FedMedian = strategy_class.make("median")
+GeometricMedian = strategy_class.make("geometric_median")
+CenteredClipping = strategy_class.make("centered_clipping")
+SignSGDMajority = strategy_class.make("signsgd_majority")

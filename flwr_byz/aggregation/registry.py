@@ -1,0 +1,171 @@
+"""One declaration per rule: the specs that every other layer reads.
+
+A rule is declared once, next to its function, with :func:`register_rule`::
+
+    @register_rule("krum", bound=(2, 3), paper="Blanchard et al., NeurIPS 2017",
+                   flower="Krum", strategy="Krum")
+    def krum(updates, *, f, return_report=False): ...
+
+and from that one declaration come: :data:`~flwr_byz.aggregation.RULES`, the rule's f check
+(:func:`check_bound`, which the rule calls on itself) and ``minimum_clients`` (one source,
+so they cannot disagree), ``RobustAggregator`` and DETOX's A1, the strategy classes of both
+Flower APIs (:mod:`flwr_byz.strategies`), the names the CLI and the Flower App accept
+(:func:`resolve_rule`), and the rule table of docs/strategies.md (checked by a test).
+No Flower import here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from ._validate import check_f
+
+# Keyword arguments of a rule that are not its own parameters: the data, f, weights, and
+# the per-round values the strategies pass (centered clipping's centre).
+_NOT_PARAMS = {"updates", "f", "weights", "return_report", "center", "groups"}
+NO_TOLERANCE = 2**62  # "no n is enough": the minimum n of a rule that tolerates no f > 0
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """Everything the library needs to know about one aggregation rule.
+
+    Attributes:
+        name: the rule's name (``"krum"``), a key of ``RULES``.
+        fn: the rule, ``fn(X, *, f, [weights], **params, return_report=False)``.
+        bound: n >= a f + b as ``(a, b)``, or a callable ``f -> minimum n``.
+        paper: the paper it follows (shown in docstrings and docs).
+        aliases: other accepted names (case, ``-`` and ``_`` are ignored anyway).
+        flower: the Flower strategy with the same rule, if any.
+        strategy: the strategy class name in both APIs (default: CamelCase of ``name``).
+        bound_text: how the bound is written in errors and docs (default ``"af + b"``).
+        coordinate_wise, translation_equivariant, stateful, needs_global: property flags
+            for the tests and docs (``stateful``: the strategy passes the previous round's
+            aggregate as ``center``).
+    """
+
+    name: str
+    fn: Callable
+    bound: tuple[int, int] | Callable[[int], int]
+    paper: str
+    aliases: tuple[str, ...] = ()
+    flower: str | None = None
+    strategy: str | None = None
+    bound_text: str | None = None
+    coordinate_wise: bool = False
+    translation_equivariant: bool = True
+    stateful: bool = False
+    needs_global: bool = False
+    params: dict = field(default_factory=dict)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the rule takes per-client weights."""
+        return "weights" in inspect.signature(self.fn).parameters
+
+    @property
+    def class_name(self) -> str:
+        return self.strategy or "".join(part.capitalize() for part in self.name.split("_"))
+
+    def minimum_clients(self, f: int) -> int:
+        """Smallest n for which the rule tolerates ``f`` Byzantine clients."""
+        if callable(self.bound):
+            return int(self.bound(int(f)))
+        a, b = self.bound
+        return a * int(f) + b
+
+    def formula(self) -> str:
+        if self.bound_text:
+            return self.bound_text
+        if callable(self.bound):
+            return "its bound"
+        a, b = self.bound
+        return f"{'' if a == 1 else a}f + {b}"
+
+
+class _Registry(Mapping):
+    """name -> spec, in the order of declaration (a live view: rules registered later,
+    e.g. by a user or a test, appear everywhere at once)."""
+
+    def __init__(self):
+        self._specs: dict[str, RuleSpec] = {}
+
+    def __getitem__(self, name: str) -> RuleSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def add(self, spec: RuleSpec) -> None:
+        self._specs[spec.name] = spec
+
+    def remove(self, name: str) -> None:
+        self._specs.pop(name, None)
+
+
+class _Functions(Mapping):
+    """``RULES``: name -> rule function, a live view of the registry."""
+
+    def __getitem__(self, name: str) -> Callable:
+        return REGISTRY[name].fn
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return f"RULES({sorted(REGISTRY)})"
+
+
+REGISTRY = _Registry()
+RULES: Mapping[str, Callable] = _Functions()
+
+
+def register_rule(name: str, *, bound, paper: str, **flags):
+    """Decorator declaring a rule (see :class:`RuleSpec` for the fields). The rule's own
+    parameters and their defaults are read from its signature."""
+
+    def deco(fn: Callable) -> Callable:
+        params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+                  if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_PARAMS}
+        REGISTRY.add(RuleSpec(name=name, fn=fn, bound=bound, paper=paper, params=params, **flags))
+        return fn
+
+    return deco
+
+
+def normalised(name: str) -> str:
+    """A name as the resolvers compare it: lower case, without ``-`` and ``_``."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
+def resolve_rule(name: str) -> RuleSpec:
+    """The spec named by ``name``: its rule name, its strategy class name, its Flower
+    counterpart or an alias; case, ``-`` and ``_`` do not matter. ``ValueError`` lists the
+    names when none matches."""
+    key = normalised(name)
+    for spec in REGISTRY.values():
+        names = (spec.name, spec.class_name, *spec.aliases) + ((spec.flower,) if spec.flower else ())
+        if key in {normalised(n) for n in names}:
+            return spec
+    raise ValueError(f"unknown rule {name!r}; choose from {sorted(REGISTRY)}")
+
+
+def check_bound(rule: str, n: int, f) -> None:
+    """The rule's f check from its spec: ``ValueError`` unless f is a non-negative
+    integer, ``ByzantineBoundError`` unless n >= the spec's minimum for f."""
+    spec = REGISTRY[rule]
+    check_f(rule, n, f, minimum=spec.minimum_clients, formula=spec.formula())
+
+
+def minimum_clients(rule: str, f: int) -> int:
+    """Smallest n for which ``rule`` tolerates ``f`` Byzantine clients (from its spec)."""
+    return REGISTRY[rule].minimum_clients(f)

@@ -1,0 +1,119 @@
+"""Strategy classes made from the rule specs (:mod:`flwr_byz.aggregation.registry`).
+
+For a plain rule, the class of each Flower API is fully determined by its spec: the rule's
+name, its parameters with their defaults, its f bound and its paper. :func:`rule_class`
+builds it as a real subclass of that API's ``RobustFedAvg``, with a real signature (what
+``help()`` and IDEs show: Flower's arguments pass through ``*args`` / ``**kwargs``) and a
+docstring written from the spec. Only strategies whose behaviour differs are written by
+hand (``RobustFedAvg``, ``MultiKrum``'s m, ``FedTrimmedAvg``'s beta, DETOX, legacy
+``Krum``'s ``num_clients_to_keep``).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ..aggregation.registry import REGISTRY, RuleSpec, normalised, resolve_rule
+
+_P = inspect.Parameter
+
+
+def _docstring(spec: RuleSpec, api: str, f_arg: str) -> str:
+    flower = f" Same arguments as Flower's ``{spec.flower}``, plus the rule's own." if spec.flower else ""
+    params = ", ".join(f"``{k}={v!r}``" for k, v in spec.params.items()) or "none"
+    return (
+        f"``{spec.name}`` for Flower's {api}: {spec.paper}; needs n >= {spec.formula()} replies for f = "
+        f"``{f_arg}``.{flower}\n\n"
+        f"    The rule's parameters (:func:`flwr_byz.aggregation.{spec.fn.__name__}`): {params}. Every other "
+        f"argument is the API's ``RobustFedAvg``'s (``pre_aggregators``, ``weighting``, "
+        f"``server_learning_rate``, ...) or Flower's ``FedAvg``'s.\n"
+    )
+
+
+def rule_class(base: type, spec: RuleSpec, *, f_arg: str, api: str, positional: bool) -> type:
+    """A subclass of ``base`` (an API's ``RobustFedAvg``) running ``spec``'s rule.
+
+    Args:
+        base: the API's ``RobustFedAvg``.
+        spec: the rule.
+        f_arg: the API's name for f (``num_malicious_nodes`` / ``num_malicious_clients``).
+        api: the API's name, for the docstring.
+        positional: whether Flower's base class takes positional arguments.
+    """
+    own = dict(spec.params)
+
+    def __init__(self, *args, **kwargs):
+        rule_params = {k: kwargs.pop(k, default) for k, default in own.items()}
+        base.__init__(self, *args, rule=spec.name, rule_params=rule_params, **{f_arg: kwargs.pop(f_arg, 0)},
+                      **kwargs)
+
+    params = [_P("self", _P.POSITIONAL_OR_KEYWORD)]
+    if positional:
+        params.append(_P("args", _P.VAR_POSITIONAL))
+    params.append(_P(f_arg, _P.KEYWORD_ONLY, default=0))
+    params += [_P(k, _P.KEYWORD_ONLY, default=v) for k, v in own.items()]
+    params += [_P("pre_aggregators", _P.KEYWORD_ONLY, default=()), _P("kwargs", _P.VAR_KEYWORD)]
+    __init__.__signature__ = inspect.Signature(params)
+    __init__.__doc__ = _docstring(spec, api, f_arg)
+    return type(spec.class_name, (base,), {
+        "__init__": __init__, "__doc__": _docstring(spec, api, f_arg), "__module__": base.__module__,
+        "__qualname__": spec.class_name, "_history_center": spec.stateful, "rule_spec": spec,
+    })
+
+
+class StrategyCatalogue:
+    """The strategy class of every registered rule in one API: the module's own class when
+    one is defined (generated or hand-written), else one made on first use from the spec
+    (a rule registered by a user or a test appears without any other edit)."""
+
+    def __init__(self, module_globals: dict, base: type, *, f_arg: str, api: str, positional: bool):
+        self._globals, self._base = module_globals, base
+        self._options = dict(f_arg=f_arg, api=api, positional=positional)
+        self._made: dict[str, type] = {}
+
+    def make(self, name: str) -> type:
+        """The generated class of rule ``name`` (for the module's own definitions)."""
+        return rule_class(self._base, REGISTRY[name], **self._options)
+
+    def __call__(self, name: str) -> type:
+        """The class for a rule or strategy name (aliases, Flower's names, any case)."""
+        spec = resolve_rule(name)
+        cls = self._globals.get(spec.class_name)
+        if isinstance(cls, type) and issubclass(cls, self._base):
+            return cls
+        if spec.name not in self._made or self._made[spec.name].rule_spec is not spec:
+            self._made[spec.name] = self.make(spec.name)
+        return self._made[spec.name]
+
+
+def strategy_names() -> list[str]:
+    """Every rule name and ``detox`` (aliases, class names and Flower's names are accepted too)."""
+    return sorted(REGISTRY) + ["detox"]
+
+
+def canonical_strategy(name: str) -> str:
+    """The rule name (or ``detox-<rule>``) that a strategy name means, for the command line
+    and results: ``"FedMedian"`` -> ``"median"``, ``"detox-multi-krum"`` -> ``"detox-multi_krum"``.
+    ``ValueError`` lists the valid names."""
+    text = str(name)
+    detox = normalised(text).startswith("detox")
+    inner = text[len("detox"):].lstrip("-_") if detox else text
+    try:
+        rule = resolve_rule(inner).name
+    except ValueError:
+        raise ValueError(f"unknown strategy {name!r}; choose from {strategy_names()} "
+                         f"(or detox-<rule>)") from None
+    return f"detox-{rule}" if detox else rule
+
+
+def resolve_strategy(name: str, module):
+    """The strategy class that ``name`` means in ``module`` (:mod:`flwr_byz.strategies` or
+    its ``legacy``): ``Detox``, or the class of the rule that
+    :func:`flwr_byz.aggregation.resolve_rule` finds. The App resolves names here and the CLI
+    through :func:`canonical_strategy`; ``ValueError`` lists the valid names."""
+    if normalised(name) == "detox":
+        return module.Detox
+    try:
+        return module.strategy_class(name)
+    except ValueError:
+        raise ValueError(f"unknown strategy {name!r}; choose from {strategy_names()}") from None
