@@ -12,12 +12,16 @@ vector is checked here, reply by reply, against the current global model.
   ``float``, NumPy scalars included; not ``bool``), finite and >= 0 (:func:`read_weight`).
   What a robust rule then does with them is the strategy's weight policy
   (:func:`policy_weights`): by default it ignores them.
-- **Precision**: the update matrix is float64 when any model array is float64, float32
-  otherwise. Each update (reply minus global) is computed array by array in the array's
-  precision (integers exactly, in float64) before it is stored, so a float64 model keeps
-  its precision and small updates of large weights are not lost. :func:`apply_update`
-  writes every array back in its own dtype (integers rounded; bool by majority) and
-  reports a result that is not finite or does not fit the dtype.
+- **Precision**: the update matrix is float64 when any model array is wider than float32
+  (float64, longdouble, complex128), float32 otherwise; a complex array is laid out as its
+  real and imaginary parts. Each update (reply minus global) is computed array by array in
+  the array's precision before it is stored, so a float64 model keeps its precision and
+  small updates of large weights are not lost. Integer arrays: the difference is exact,
+  then stored in the matrix's precision (exact while a round's change stays below 2**24 in
+  float32, 2**53 in float64: a BatchNorm counter's change is a few hundred);
+  :func:`apply_update` adds the rounded aggregate to the integer value exactly, whatever
+  its size (uint64 included), saturating at the dtype's range. Every array comes back in its own dtype (bool by majority),
+  and :func:`nonfinite_arrays` reports a result that is not finite or does not fit it.
 
 A bad reply is dropped with the reason, never raised, so that one client cannot end the
 round for everybody.
@@ -46,7 +50,7 @@ class ModelLayout:
     @classmethod
     def of(cls, arrays: list[np.ndarray], names: list[str] | None = None) -> "ModelLayout":
         names = [str(i) for i in range(len(arrays))] if names is None else [str(n) for n in names]
-        sizes = [int(np.asarray(a).size) for a in arrays]
+        sizes = [_real_view(a).size for a in arrays]  # a complex value is two coordinates
         return cls(
             tuple(names),
             tuple(tuple(np.asarray(a).shape) for a in arrays),
@@ -60,8 +64,10 @@ class ModelLayout:
 
     @property
     def matrix_dtype(self) -> np.dtype:
-        """float64 when any model array is float64 (its precision is kept), else float32."""
-        return np.dtype(np.float64 if any(dt == np.float64 for dt in self.dtypes) else np.float32)
+        """float64 when any model array has more precision than float32 (float64, longdouble,
+        complex128: its precision is kept, up to float64's), else float32."""
+        wide = any(_real_dtype(dt).itemsize > 4 for dt in self.dtypes if dt.kind in "fc")
+        return np.dtype(np.float64 if wide else np.float32)
 
     def read(self, arrays, names: list[str] | None = None) -> list[np.ndarray]:
         """A client's reply as arrays in the model's order; raises ``ValueError`` with the
@@ -104,10 +110,11 @@ class ModelLayout:
         return None
 
     def flatten(self, arrays, out: np.ndarray | None = None) -> np.ndarray:
-        """Concatenate ``arrays`` into one float32 vector (into ``out`` when given)."""
+        """Concatenate ``arrays`` into one float32 vector (into ``out`` when given); a complex
+        array contributes its real and imaginary parts, interleaved."""
         out = np.empty(self.dim, dtype=np.float32) if out is None else out
         for a, lo, hi in zip(arrays, self.offsets[:-1], self.offsets[1:]):
-            out[lo:hi] = np.asarray(a).reshape(-1)
+            out[lo:hi] = _real_view(a)
         return out
 
     def delta(self, arrays, global_arrays, out: np.ndarray) -> np.ndarray:
@@ -115,12 +122,24 @@ class ModelLayout:
         difference computed in its own precision (integers and bools exactly, in float64;
         floats in the wider of their dtype and ``out``'s) before it is stored."""
         for a, g, lo, hi in zip(arrays, global_arrays, self.offsets[:-1], self.offsets[1:]):
-            a, g = np.asarray(a).reshape(-1), np.asarray(g).reshape(-1)
+            a, g = _real_view(a), _real_view(g)
             if a.dtype.kind in "iub":
                 out[lo:hi] = _integer_difference(a, g)
             else:
                 np.subtract(a, g, out=out[lo:hi], dtype=np.promote_types(a.dtype, out.dtype), casting="unsafe")
         return out
+
+
+def _real_dtype(dtype: np.dtype) -> np.dtype:
+    """The real dtype of a complex one (complex128 -> float64); any other dtype itself."""
+    dtype = np.dtype(dtype)
+    return np.empty(0, dtype).real.dtype if dtype.kind == "c" else dtype
+
+
+def _real_view(a) -> np.ndarray:
+    """``a`` flattened, a complex array as its interleaved real and imaginary parts."""
+    a = np.ascontiguousarray(a).reshape(-1)
+    return a.view(_real_dtype(a.dtype)) if a.dtype.kind == "c" else a
 
 
 def _as_int64(a: np.ndarray) -> np.ndarray | None:
@@ -138,30 +157,26 @@ def _integer_difference(a: np.ndarray, g: np.ndarray) -> np.ndarray:
         diff = a64 - g64  # wraps on overflow, detected below
         if not np.any(((a64 ^ g64) & (a64 ^ diff)) < 0):
             return diff.astype(np.float64)
-    return a.astype(np.float64) - g.astype(np.float64)
+    return (a.astype(object) - g.astype(object)).astype(np.float64)  # exact, rounded once
 
 
 def _integer_sum(g: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
-    """g + round(delta) in g's integer dtype, exact; None when the result does not fit."""
+    """g + round(delta) in g's integer dtype, exact, saturating at the dtype's range (a
+    counter at its maximum stays there rather than wrapping or stalling the model); None
+    when delta is not finite."""
     with np.errstate(invalid="ignore", over="ignore"):
         step = np.rint(delta.astype(np.float64))
-    info = np.iinfo(g.dtype)
     if not np.isfinite(step).all():
         return None
-    if step.size and max(abs(float(step.min())), abs(float(step.max()))) >= 2.0**63:
-        return None
+    info = np.iinfo(g.dtype)
+    step = np.clip(step, -(2.0**64), 2.0**64)  # beyond that every result saturates anyway
     g64 = _as_int64(g)
-    if g64 is None:  # uint64 beyond int64: float64 is all we have
-        new = g.astype(np.float64) + step
-        ok = new.size == 0 or (new.min() >= 0 and new.max() <= info.max)
-        return new.astype(g.dtype) if ok else None
-    s64 = step.astype(np.int64)
-    new = g64 + s64
-    if np.any(((g64 ^ new) & (s64 ^ new)) < 0):  # int64 overflow
-        return None
-    if new.size and (int(new.min()) < info.min or int(new.max()) > info.max):
-        return None
-    return new.astype(g.dtype)
+    if g64 is not None and (step.size == 0 or np.abs(step).max() < 2.0**62) and (
+            g64.size == 0 or np.abs(g64).max() < 2**62):
+        new = g64 + step.astype(np.int64)  # no int64 overflow possible
+        return np.clip(new, info.min, info.max).astype(g.dtype)
+    new = np.asarray(g.astype(object) + np.frompyfunc(int, 1, 1)(step), dtype=object)  # exact, Python ints
+    return np.asarray(np.clip(new, info.min, info.max), dtype=object).astype(g.dtype)
 
 
 def read_weight(value) -> float:
@@ -248,13 +263,21 @@ def apply_update(layout: ModelLayout, global_arrays, update: np.ndarray) -> list
     """New global arrays: each global array plus its slice of ``update``, in its own dtype.
 
     Floating arrays add in the wider of their dtype and the update's, then are cast back;
-    integer arrays (BatchNorm's ``num_batches_tracked``) add the rounded update exactly;
+    integer arrays (BatchNorm's ``num_batches_tracked``) add the rounded update exactly and
+    saturate at their dtype's range;
     bool arrays are True where global + update >= 0.5. Always returns ndarrays (0-d
     included). Use :func:`nonfinite_arrays` on the result before adopting it.
     """
     out = []
     for g, lo, hi in zip(global_arrays, layout.offsets[:-1], layout.offsets[1:]):
         g = np.asarray(g)
+        if g.dtype.kind == "c":  # real and imaginary parts, as laid out by ModelLayout
+            real = _real_view(g)
+            wide = np.promote_types(real.dtype, update.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                new = (real.astype(wide) + np.asarray(update[lo:hi]).astype(wide)).astype(real.dtype)
+            out.append(new.view(g.dtype).reshape(g.shape))
+            continue
         delta = np.asarray(update[lo:hi]).reshape(g.shape)
         if g.dtype.kind == "b":
             out.append(np.asarray(g.astype(np.float64) + delta >= 0.5))

@@ -16,18 +16,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-GLOBAL_NAMES = ["conv.weight", "conv.bias64", "bn.num_batches_tracked", "empty", "scale"]
+GLOBAL_NAMES = ["conv.weight", "conv.bias64", "bn.num_batches_tracked", "empty", "scale", "spectrum", "mask",
+                "seen"]
 
 
 def global_arrays() -> list[np.ndarray]:
     """A model with every kind of array that trips a naive server: float32, float64, a 0-d
-    int64 counter (BatchNorm's num_batches_tracked), a size-0 array and a 0-d float32."""
+    int64 counter (BatchNorm's num_batches_tracked), a size-0 array, a 0-d float32, a
+    complex64 array, a bool mask and a uint64 near its maximum."""
     return [
         np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
         np.array([0.5, -0.25, 1.0], dtype=np.float64),
         np.array(7, dtype=np.int64),
         np.zeros((0, 4), dtype=np.float32),
         np.array(2.0, dtype=np.float32),
+        np.array([1 + 1j, -0.5j], dtype=np.complex64),
+        np.array([True, False, True]),
+        np.array([2**64 - 5], dtype=np.uint64),
     ]
 
 
@@ -35,7 +40,9 @@ def honest_arrays(rng: np.random.Generator, g: list[np.ndarray]) -> list[np.ndar
     out = []
     for a in g:
         if a.dtype.kind in "iu":
-            out.append(np.asarray(a + 1, dtype=a.dtype))
+            out.append(np.asarray(a + a.dtype.type(1), dtype=a.dtype))
+        elif a.dtype.kind == "b":
+            out.append(a.copy())
         else:
             out.append(np.asarray(a + rng.normal(0.0, 0.01, a.shape) + 0.1, dtype=a.dtype))
     return out
@@ -88,7 +95,7 @@ def hostile(kind: str, node: int, g: list[np.ndarray], rng: np.random.Generator,
                   if a.dtype.kind == "f" else a for a in arrays]
         expect = False
     elif kind == "reordered":
-        order = [4, 3, 2, 1, 0]
+        order = list(range(len(arrays)))[::-1]
         arrays, names = [arrays[i] for i in order], [names[i] for i in order]
         expect = False if api == "message" else True  # by position, the shapes differ
     elif kind == "renamed":

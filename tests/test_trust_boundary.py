@@ -237,13 +237,17 @@ def test_stack_updates_checks_and_reorders():
     assert kept == ["a", "b"] and set(dropped) == {"c", "d"} and X.dtype == np.float64
     np.testing.assert_array_equal(X[0], X[1])
     # row = reply - global, each array in its own precision
-    expected = np.concatenate([(np.asarray(a, np.float64) - np.asarray(b, np.float64)).ravel()
-                               for a, b in zip(good, g)])
+    def exact_difference(a, b):  # in Python numbers: ints exact, complex as (re, im) pairs
+        d = np.array([complex(x) - complex(y) if np.iscomplexobj(a) else int(x) - int(y) if a.dtype.kind in "iub"
+                      else float(x) - float(y) for x, y in zip(np.ravel(a), np.ravel(b))])
+        return np.column_stack([d.real, d.imag]).ravel() if np.iscomplexobj(a) else d.astype(np.float64)
+
+    expected = np.concatenate([exact_difference(a, b) for a, b in zip(good, g)])
     np.testing.assert_allclose(X[0], expected, rtol=1e-6)
     back = apply_update(layout, g, X[0])
     for a, b in zip(back, good):
         assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        np.testing.assert_array_equal(a, b) if a.dtype.kind in "iub" else np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 # --- 4. liveness -------------------------------------------------------------------------------
@@ -461,3 +465,67 @@ def test_fuzz_at_scale():
     total = sum(COUNTS[api]["hostile"] for api in APIS)
     print("fuzz counts:", json.dumps({**COUNTS, "hostile_total": total, "escapes": 0, "non_finite_models": 0}))
     assert total >= 10_000
+
+
+# --- found by breaking it (a review helper's hostile replies) --------------------------------
+
+@pytest.mark.parametrize("api", APIS)
+def test_detox_tolerance_vote_is_not_won_by_one_overflowing_member(api):
+    # Group [1, 2, 3]: node 1 sends 1e300 (its norm overflows), nodes 2, 3 nearly agree.
+    s = make_strategy(api, "median", 1, detox=True, tolerance=0.1)
+    values = [1e300] + [1.0 + 1e-3 * i for i in range(2, 10)]
+    specs = _one_array_specs(values, [10] * 9, shape=(4,), dtype=np.float64)
+    ids = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    if api == "legacy":
+        ids = [[str(i) for i in g] for g in ids]
+    s._groups = ids
+    import fuzz_replies
+
+    saved, fuzz_replies.GLOBAL_NAMES = fuzz_replies.GLOBAL_NAMES, ["w"]
+    try:
+        out = aggregate(s, api, [np.zeros(4)], specs, groups=ids)
+    finally:
+        fuzz_replies.GLOBAL_NAMES = saved
+    # group winners: mean(1.002, 1.003), mean(1.004..1.006), mean(1.007..1.009); their median
+    np.testing.assert_allclose(out[0], 1.005, rtol=1e-12)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_bucketing_of_two_huge_replies_does_not_skip_a_round_within_the_bound(api):
+    # 9 honest replies at 1, f = 2 hostile at 1e308 (float64): whichever bucket the two share,
+    # the bucket's mean is finite and the round is aggregated.
+    for rnd in range(1, 21):
+        s = make_strategy(api, "median", 2, pre=(PreAggregator("bucketing", s=2, seed=0),))
+        specs = _one_array_specs([1.0] * 9 + [1e308, 1e308], [1] * 11, shape=(2,), dtype=np.float64)
+        out = _aggregate_one(s, api, specs, server_round=rnd)
+        assert out is not None, s.history[-1]["skipped"]
+        assert np.isfinite(out[0]).all()
+
+
+@pytest.mark.parametrize("global_value, reply_value, expected", [
+    (2**64 - 1, 2**64 - 1, 2**64 - 1),  # unchanged: no wrap to 0
+    (2**63 + 1, 2**63 + 1, 2**63 + 1),  # beyond int64: exact
+    (2**63 - 1, 2**63, 2**63),          # a step across int64's limit
+])
+def test_uint64_arrays_come_back_exact(global_value, reply_value, expected):
+    g = [np.array([global_value], np.uint64)]
+    specs = [Spec(node=i + 1, arrays=[np.array([reply_value], np.uint64)], names=["w"]) for i in range(3)]
+    out = _aggregate_one(make_strategy("legacy", "median", 1), "legacy", specs, g=g)
+    assert out[0].dtype == np.uint64 and int(out[0][0]) == expected
+
+
+def test_integer_arrays_saturate_at_their_range():
+    g = [np.array([120, -120], np.int8)]
+    specs = [Spec(node=i + 1, arrays=[np.array([127, -128], np.int8)], names=["w"]) for i in range(3)]
+    s = make_strategy("message", "mean", 0, server_learning_rate=3.0)  # 120 + 3 x 7 > 127
+    out = _aggregate_one(s, "message", specs, g=g)
+    np.testing.assert_array_equal(out[0], np.array([127, -128], np.int8))
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_complex_model_keeps_both_parts_at_full_precision(api):
+    g = [np.array([1 + 1j, -2 - 0.5j], np.complex128)]
+    specs = [Spec(node=i + 1, arrays=[g[0] + (1e-12 + 4j)], names=["w"]) for i in range(3)]
+    out = _aggregate_one(make_strategy(api, "median", 1), api, specs, g=g)
+    assert out[0].dtype == np.complex128
+    np.testing.assert_allclose(out[0] - g[0], 1e-12 + 4j, rtol=1e-9)

@@ -98,7 +98,11 @@ def majority_vote(G, *, tolerance: float | None = None, group_size: int | None =
         G = np.stack(G)
         norms = distances_to(G, np.zeros(G.shape[1], dtype=G.dtype))
         dist = np.sqrt(pairwise_sq_distances(G))
-        agree = dist <= tolerance * np.maximum(norms[:, None], norms[None, :])
+        # A row whose norm or distances overflow agrees with no row, itself included (inf <= inf
+        # would otherwise let one huge update "agree" with every member and win the vote).
+        finite = np.isfinite(norms)
+        agree = (finite[:, None] & finite[None, :] & np.isfinite(dist)
+                 & (dist <= tolerance * np.maximum(norms[:, None], norms[None, :])))
     counts = agree.sum(axis=1)
     best = int(np.argmax(counts))
     if counts[best] * 2 <= r:

@@ -49,7 +49,7 @@ def bucketing(updates, *, s: int = 2, seed: int | None = None, weights=None):
     buckets = [perm[i : i + s] for i in range(0, n, s)]
     out = np.empty((len(buckets), X.shape[1]), dtype=X.dtype)
     for b, idx in enumerate(buckets):
-        out[b] = X[idx].mean(axis=0, dtype=np.float64)
+        out[b] = (X[idx].astype(np.float64) / len(idx)).sum(axis=0)  # divided first: no overflow
     bw = None if weights is None else np.array([np.asarray(weights, float)[idx].sum() for idx in buckets])
     return out, [sorted(int(i) for i in idx) for idx in buckets], bw
 

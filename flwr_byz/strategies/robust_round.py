@@ -227,6 +227,8 @@ class RobustStrategyMixin:
         from ..aggregation.detox import DetoxAggregator
 
         self.robust.aggregator = DetoxAggregator(group_size=group_size, f=f, **options)
+        if self.robust.weighting == "raw":  # set for the placeholder "mean"; DETOX takes no weights
+            self.robust.weighting = "uniform"
         self.group_size, self.seed = int(group_size), int(seed)
 
     @property
