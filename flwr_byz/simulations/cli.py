@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..aggregation.registry import REGISTRY
+from ..attacks import ATTACK_SPECS
 from ..updates import WEIGHTINGS
 from .config import RunConfig
 
@@ -28,18 +30,78 @@ def _csv_list(kind=str):
     return lambda s: [kind(x) for x in s.split(",") if x]
 
 
-def _grid(strategies, attacks, num_clients, num_malicious, base: dict, attack_params=None) -> list[RunConfig]:
-    from ..strategies.rule_classes import canonical_strategy
+def usage_error(message: str):
+    """A user's mistake: one line on stderr, exit code 2, no traceback."""
+    print(f"flwr-byz: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
+
+def json_object(text: str, option: str) -> dict:
+    """A JSON-object option value, or a usage error saying what was wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        usage_error(f"{option} must be a JSON object such as '{{\"z\": 1.5}}' (keys in double quotes); "
+                    f"got {text!r}: {err.msg}")
+    if not isinstance(value, dict):
+        usage_error(f"{option} must be a JSON object, got {text!r}")
+    return value
+
+
+def _check_grid(strategies, attacks, num_clients, num_malicious, base: dict) -> list[str]:
+    """Every name and number of a grid checked before any work starts; the strategy names
+    in their canonical form (aliases such as FedMedian or multi-krum are accepted)."""
     from ..attacks.catalogue import check_attack
+    from ..models import MODELS
+    from ..strategies.rule_classes import canonical_strategy
+    from .datasets import DATASETS, TORCHVISION
 
     try:
-        strategies = [canonical_strategy(s) for s in strategies]  # aliases accepted
+        strategies = [canonical_strategy(s) for s in strategies]
         for a in attacks:
             check_attack(a)
-    except ValueError as err:  # said in one line, before anything runs
-        print(f"flwr-byz: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except ValueError as err:
+        usage_error(str(err))
+    r = int(dict(base.get("strategy_params") or {}).get("group_size", 3))
+    for n in num_clients:
+        if n < 1:
+            usage_error(f"--num-clients must be >= 1, got {n}")
+        for m in num_malicious:
+            if not 0 <= m <= n:
+                usage_error(f"--num-malicious must be between 0 and --num-clients ({n}), got {m}")
+            for s in strategies:
+                _check_bound(s, n, m, r)
+    dataset = str(base.get("dataset", "digits"))
+    if dataset not in DATASETS[:-1] and not dataset.startswith("hf:"):
+        usage_error(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    if dataset in TORCHVISION and not base.get("data_root"):
+        usage_error(f"--dataset {dataset} needs --data-root: a torchvision root holding {TORCHVISION[dataset][0]}/ "
+                    f"(e.g. --data-root ../shared/data); nothing is downloaded at run time")
+    if base.get("model", "mlp") not in MODELS:
+        usage_error(f"unknown model {base.get('model')!r}; choose from {MODELS}")
+    return strategies
+
+
+def _check_bound(strategy: str, n: int, m: int, r: int) -> None:
+    """Every round would be skipped if the rule cannot tolerate f = m among n clients (f is
+    0 for the plain mean); DETOX's A1 sees n // r group winners and f1 = m // ((r + 1) // 2)."""
+    from ..aggregation import minimum_clients
+    from ..aggregation.detox import byzantine_groups_bound
+
+    rule = strategy.removeprefix("detox-")
+    f = 0 if rule == "mean" else m
+    if strategy.startswith("detox-"):
+        f1 = 0 if rule == "mean" else byzantine_groups_bound(m, r)
+        if n // r < minimum_clients(rule, f1):
+            usage_error(f"{strategy}: {n} clients make {n // r} groups of {r}, but {rule} needs "
+                        f"{minimum_clients(rule, f1)} group winners to tolerate f1={f1} (m={m})")
+    elif n < minimum_clients(rule, f):
+        usage_error(f"{strategy} needs n >= {REGISTRY[rule].formula()} = {minimum_clients(rule, f)} clients to "
+                    f"tolerate f=m={m}, but --num-clients is {n}")
+
+
+def _grid(strategies, attacks, num_clients, num_malicious, base: dict, attack_params=None) -> list[RunConfig]:
+    strategies = _check_grid(strategies, attacks, num_clients, num_malicious, base)
     cells = []
     for s, a, n, m in itertools.product(strategies, attacks, num_clients, num_malicious):
         cells.append(RunConfig(strategy=s, attack=a, num_clients=n, num_malicious=m if a != "none" else 0,
@@ -55,6 +117,8 @@ def format_table(summary: list[dict]) -> str:
             + (f"{'last-' + str(TAIL_ROUNDS):>9}" if with_tail else "") + f"{'best acc':>10}{'agg ms':>9}")
     with_asr = any(s.get("final_asr") is not None for s in summary)
     head += f"{'ASR':>7}" if with_asr else ""
+    with_skips = any(s.get("skipped_rounds") for s in summary)
+    head += f"{'skipped':>9}" if with_skips else ""
     lines = [head, "-" * len(head)]
     for s in sorted(summary, key=lambda r: (r["strategy"], r["attack"])):
         agg = "" if s["mean_aggregation_time_s"] is None else f"{1000 * s['mean_aggregation_time_s']:.1f}"
@@ -62,7 +126,8 @@ def format_table(summary: list[dict]) -> str:
         lines.append(f"{s['strategy']:<24}{s['attack']:<16}{s['num_clients']:>4}{s['num_malicious']:>4}"
                      f"{s['rounds']:>8}{s['final_accuracy']:>11.3f}"
                      + (f"{s['tail_accuracy']:>9.3f}" if with_tail else "") + f"{s['best_accuracy']:>10.3f}{agg:>9}"
-                     + (f"{asr:>7}" if with_asr else ""))
+                     + (f"{asr:>7}" if with_asr else "")
+                     + (f"{s.get('skipped_rounds', 0):>9}" if with_skips else ""))
     return "\n".join(lines)
 
 
@@ -76,21 +141,22 @@ def write_summary_csv(summary: list[dict], path: Path) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (embedded), mnist, fashion-mnist, cifar10, cifar100 (need --data-root) or hf:<name>")
     p.add_argument("--data-root", default=None, help="torchvision root (e.g. ../shared/data)")
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--local-epochs", type=int, default=None)
+    p.add_argument("--model", default="mlp", help="mlp, cnn, resnet18, vgg13_bn or wideresnet")
+    p.add_argument("--rounds", type=int, default=None, help=f"server rounds (demo: {DEMO['rounds']})")
+    p.add_argument("--local-epochs", type=int, default=None, help=f"local epochs per round (demo: {DEMO['local_epochs']})")
     p.add_argument("--local-steps", type=int, default=0, help="> 0: minibatch steps per round instead of epochs")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--server-lr", type=float, default=1.0)
-    p.add_argument("--server-momentum", type=float, default=0.0)
-    p.add_argument("--partitioning", default="iid", choices=["iid", "dirichlet"])
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="local minibatch size")
+    p.add_argument("--lr", type=float, default=0.1, help="clients' SGD learning rate")
+    p.add_argument("--server-lr", type=float, default=1.0, help="server step on the aggregate (FedAvgM)")
+    p.add_argument("--server-momentum", type=float, default=0.0, help="server momentum (FedAvgM; ALIE's paper: 0.9)")
+    p.add_argument("--partitioning", default="iid", choices=["iid", "dirichlet"], help="how the data is split")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (--partitioning dirichlet)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, models and attacks' noise")
     p.add_argument("--out", default=None, help="results folder (default: results/<command>)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show Flower's own logs")
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"],
                    help="Flower's Simulation Engine (default) or the same rounds in-process, without Ray")
@@ -121,7 +187,12 @@ def _run(cells, out: Path, args) -> list[dict]:
     write_summary_csv(summary, out / "summary.csv")
     print(format_table(summary))
     print(f"\n{len(summary)} runs in {time.time() - t0:.0f} s; results in {out}/results.jsonl, {out}/summary.csv")
-    return summary
+    dead = [s for s in summary if s.get("skipped_rounds") and s["skipped_rounds"] >= s["rounds"]]
+    for s in dead:
+        print(f"flwr-byz: every round of {s['strategy']} / {s['attack']} (n={s['num_clients']}, "
+              f"m={s['num_malicious']}) was skipped: too few usable replies for the rule's f bound "
+              f"(see the log and results.jsonl's 'skipped')", file=sys.stderr)
+    return summary, 1 if dead else 0
 
 
 def cmd_simulate(args) -> int:
@@ -130,9 +201,8 @@ def cmd_simulate(args) -> int:
     else:
         cells = _grid(args.strategies or DEMO["strategies"], args.attacks or DEMO["attacks"],
                       args.num_clients or DEMO["num_clients"], args.num_malicious or DEMO["num_malicious"],
-                      _base(args), json.loads(args.attack_params))
-    _run(cells, Path(args.out or "results/simulate"), args)
-    return 0
+                      _base(args), json_object(args.attack_params, "--attack-params"))
+    return _run(cells, Path(args.out or "results/simulate"), args)[1]
 
 
 def cmd_sweep(args) -> int:
@@ -150,21 +220,20 @@ def cmd_sweep(args) -> int:
         print(f"sweep: give {', '.join(missing)} (flags or the TOML grid)", file=sys.stderr)
         return 2
     cells = _grid(grid["strategies"], grid["attacks"], grid["num_clients"], grid["num_malicious"], base,
-                  json.loads(args.attack_params))
-    _run(cells, Path(args.out or "results/sweep"), args)
-    return 0
+                  json_object(args.attack_params, "--attack-params"))
+    return _run(cells, Path(args.out or "results/sweep"), args)[1]
 
 
 def cmd_reproduce(args) -> int:
     from .reproduce import experiment
 
     cells = experiment(args.experiment, rounds=args.rounds, data_root=args.data_root)
-    _run(cells, Path(args.out or f"results/{args.experiment}"), args)
+    _, status = _run(cells, Path(args.out or f"results/{args.experiment}"), args)
     from .plots import plot_results
 
     for f in plot_results(Path(args.out or f"results/{args.experiment}")):
         print(f)
-    return 0
+    return status
 
 
 def cmd_plot(args) -> int:
@@ -181,11 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("simulate", cmd_simulate, "one run, or the demo with no arguments"),
                             ("sweep", cmd_sweep, "a grid of strategies x attacks x n x m")):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--strategies", type=_csv_list(), default=None)
-        p.add_argument("--attacks", type=_csv_list(), default=None)
-        p.add_argument("--num-clients", type=_csv_list(int), default=None)
-        p.add_argument("--num-malicious", type=_csv_list(int), default=None)
+        p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--strategies", type=_csv_list(), default=None,
+                       help=f"comma-separated rule names ({', '.join(sorted(REGISTRY))}), their aliases, or "
+                            f"detox-<rule> (demo: {','.join(DEMO['strategies'])})")
+        p.add_argument("--attacks", type=_csv_list(), default=None,
+                       help=f"comma-separated: none, {', '.join(ATTACK_SPECS)} (demo: {','.join(DEMO['attacks'])})")
+        p.add_argument("--num-clients", type=_csv_list(int), default=None,
+                       help=f"comma-separated n (demo: {DEMO['num_clients'][0]})")
+        p.add_argument("--num-malicious", type=_csv_list(int), default=None,
+                       help=f"comma-separated m, the corrupted clients, also the f told to the rule "
+                            f"(demo: {DEMO['num_malicious'][0]})")
         p.add_argument("--attack-params", default="{}", help='JSON, e.g. \'{"z": 1.5}\' for ALIE')
         if name == "simulate":
             p.add_argument("--config", default=None, help="a JSON file with one RunConfig")
@@ -193,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--grid", default=None, help="a TOML file with the grid (and a [base] table)")
         _add_common(p)
         p.set_defaults(func=fn)
-    p = sub.add_parser("reproduce", help="a paper's experiment (see docs/RESULTS.md)")
+    p = sub.add_parser("reproduce", help="a paper's experiment (see docs/RESULTS.md)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("experiment", choices=["alie-mnist", "alie-cifar10", "detox"])
     p.add_argument("--data-root", default=None, help="torchvision root (e.g. ../shared/data)")
     p.add_argument("--rounds", type=int, default=None, help="override the paper's number of rounds")

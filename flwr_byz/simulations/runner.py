@@ -456,5 +456,6 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
             "final_asr": last.get("asr"),
             "mean_aggregation_time_s": float(np.mean(agg)) if agg else None,
             "mean_round_time_s": float(np.mean([r["round_time_s"] for r in rs if r["round"] > 0])),
+            "skipped_rounds": sum(1 for r in rs if r["round"] > 0 and r.get("skipped")),
         })
     return out

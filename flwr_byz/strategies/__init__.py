@@ -19,10 +19,11 @@ from .message_api import (
     MultiKrum,
     RobustFedAvg,
     SignSGDMajority,
+    TrimmedMean,
     strategy_class,
 )
 
 __all__ = [
     "Bulyan", "CenteredClipping", "Detox", "FedMedian", "FedTrimmedAvg", "GeometricMedian", "Krum",
-    "MultiKrum", "RobustFedAvg", "SignSGDMajority", "strategy_class",
+    "MultiKrum", "RobustFedAvg", "SignSGDMajority", "TrimmedMean", "strategy_class",
 ]

@@ -201,3 +201,4 @@ FedMedian = strategy_class.make("median")
 GeometricMedian = strategy_class.make("geometric_median")
 CenteredClipping = strategy_class.make("centered_clipping")
 SignSGDMajority = strategy_class.make("signsgd_majority")
+TrimmedMean = FedTrimmedAvg  # the rule's usual name
