@@ -119,8 +119,8 @@ class ModelLayout:
 
     def delta(self, arrays, global_arrays, out: np.ndarray) -> np.ndarray:
         """Write ``arrays - global_arrays`` into the flat vector ``out``, each array's
-        difference computed in its own precision (integers and bools exactly, in float64;
-        floats in the wider of their dtype and ``out``'s) before it is stored."""
+        difference computed in its own precision (integers and bools exactly, then rounded
+        once; floats in the wider of their dtype and ``out``'s) before it is stored."""
         for a, g, lo, hi in zip(arrays, global_arrays, self.offsets[:-1], self.offsets[1:]):
             a, g = _real_view(a), _real_view(g)
             if a.dtype.kind in "iub":
@@ -150,8 +150,9 @@ def _as_int64(a: np.ndarray) -> np.ndarray | None:
 
 
 def _integer_difference(a: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """a - g for integer or bool arrays, exact in int64 where it does not overflow
-    (a float64 subtraction would round counters beyond 2**53 first), else in float64."""
+    """a - g for integer or bool arrays as float64, computed exactly (in int64 where it does
+    not overflow, else in Python integers) and rounded once: a float64 subtraction would
+    round counters beyond 2**53 before subtracting."""
     a64, g64 = _as_int64(a), _as_int64(g)
     if a64 is not None and g64 is not None:
         diff = a64 - g64  # wraps on overflow, detected below

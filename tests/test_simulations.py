@@ -116,6 +116,18 @@ def test_results_writer_resumes_and_survives_a_cut_line(tmp_path):
     assert ResultsWriter(tmp_path).finished() == {"a"}
     (s,) = summarize(ResultsWriter(tmp_path).rows())
     assert s["cell"] == "a" and s["final_accuracy"] == pytest.approx(0.2) and s["rounds"] == 2
+    # resuming appends after the cut line, never glued onto it
+    ResultsWriter(tmp_path).append({"cell": "b", "attempt": "z", "round": 0, "accuracy": 0.5, "final": False, **cfg})
+    rows = ResultsWriter(tmp_path).rows()
+    assert [r["attempt"] for r in rows if r["cell"] == "b"] == ["y", "z"]
+
+
+def test_attack_label_reads_the_apps_json_text():
+    from flwr_byz.simulations.runner import attack_label
+
+    assert attack_label({"cfg_attack": "alie", "cfg_attack_params": '{"z": 1.5}'}) == "alie(z=1.5)"
+    assert attack_label({"cfg_attack": "none", "cfg_attack_params": "{}"}) == "none"
+    assert attack_label({"cfg_attack": "alie", "cfg_attack_params": {"z": 2}}) == "alie(z=2)"
 
 
 @pytest.mark.timeout(300)

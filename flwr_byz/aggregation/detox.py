@@ -152,7 +152,9 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
     t_vote = time.perf_counter() - t0
     f1 = byzantine_groups_bound(f, r)
     if not won_groups:
-        raise ValueError("DETOX: no group reached a majority")
+        raise ValueError("DETOX: no group reached a majority: the members of a group must send identical "
+                         "updates (trained on the group's shard with its seed: the detox-* train config, "
+                         "docs/detox.md), or use tolerance= when training is not bit-reproducible")
     W = W[: len(won_groups)]
     t1 = time.perf_counter()
     if a0 is not None:

@@ -2,9 +2,12 @@
 
 All cells that share data (dataset, model, n, partitioning, seed) run inside one
 ``run_simulation``: its ServerApp runs the cells one after another on the same Grid with
-the legacy robust strategies (``flwr_byz.strategies.legacy``), so Ray starts once per group.
+the Message-API robust strategies (``flwr_byz.strategies``, each through its own
+``start``), so Ray starts once per group. (Flower deprecates ``run_simulation`` in favour of
+``flwr run``, and offers no programmatic equivalent; its deprecation warning is left as it
+is. The legacy strategies, ``flwr_byz.strategies.legacy``, are exercised by the tests.)
 
-Clients learn the cell's scenario (attack, m, hyper-parameters) from the round's fit
+Clients learn the cell's scenario (attack, m, hyper-parameters) from the round's train
 config: a harness channel of the simulation, documented as such; in a deployment the
 SuperNode's own node config chooses its role instead (``flwr_byz.app``).
 
@@ -148,16 +151,27 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
 
 
 def make_client_app(key: tuple):
-    from flwr.client import ClientApp, NumPyClient
+    """The Message-API ClientApp of a data group: each node (``partition-id``) replies what
+    :func:`scenario_fit` says for the round's train config."""
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
 
-    class ScenarioClient(NumPyClient):
-        def __init__(self, pid: int):
-            self.pid = pid
+    app = ClientApp()
 
-        def fit(self, parameters, config):
-            return scenario_fit(key, self.pid, parameters, config)
+    @app.train()
+    def train(msg, context):
+        pid = int(context.node_config["partition-id"])
+        arrays = next(iter(msg.content.array_records.values()))
+        config = dict(next(iter(msg.content.config_records.values()), {}))
+        new, num_examples, metrics = scenario_fit(key, pid, arrays.to_numpy_ndarrays(), config)
+        reply = {"num-examples": num_examples, "partition-id": pid}
+        reply.update({k: v for k, v in (metrics or {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        names = list(arrays.keys())
+        return Message(RecordDict({"arrays": ArrayRecord(dict(zip(names, (Array(np.asarray(a)) for a in new)))),
+                                   "metrics": MetricRecord(reply)}), reply_to=msg)
 
-    return ClientApp(client_fn=lambda context: ScenarioClient(int(context.node_config["partition-id"])).to_client())
+    return app
 
 
 def fit_config(cell: RunConfig):
@@ -221,6 +235,16 @@ class ResultsWriter:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "results.jsonl"
+        self._repair()
+
+    def _repair(self) -> None:
+        """End a last line cut by a crash, so that the next row starts a line of its own
+        (the cut line itself is skipped by :meth:`rows`)."""
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb+") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
 
     def rows(self) -> list[dict]:
         if not self.path.exists():
@@ -293,45 +317,43 @@ class CellRecorder:
         return loss, {"accuracy": acc, **extra}
 
 
-def make_strategy(cell: RunConfig, initial_weights, **kwargs):
-    """The legacy flwr-byz strategy a cell names (``detox-<rule>`` or a rule name); the
+def make_strategy(cell: RunConfig):
+    """The flwr-byz Message-API strategy a cell names (``detox-<rule>`` or a rule name); the
     cell's ``strategy_params`` are the rule's, except ``weighting`` and ``weight_cap``
     (the weight policy)."""
-    from flwr.common import ndarrays_to_parameters
-
-    from ..strategies.legacy import Detox, RobustFedAvg
+    from .. import strategies
 
     params = dict(cell.strategy_params)
     policy = {k: params.pop(k) for k in ("weighting", "weight_cap") if k in params}  # the strategy's, not the rule's
+    common = dict(num_malicious_nodes=cell.tolerated, server_learning_rate=cell.server_lr,
+                  server_momentum=cell.server_momentum, fraction_train=1.0, fraction_evaluate=0.0,
+                  min_train_nodes=cell.num_clients, min_available_nodes=cell.num_clients, **policy)
     if cell.strategy.startswith("detox-"):
-        cls, own = Detox, {"a1": cell.strategy.removeprefix("detox-"), **params}
-    else:
-        cls, own = RobustFedAvg, {"rule": cell.strategy, "rule_params": params}
-    return cls(**own, **policy, num_malicious_clients=cell.tolerated, server_learning_rate=cell.server_lr,
-               server_momentum=cell.server_momentum, fraction_fit=1.0, fraction_evaluate=0.0,
-               min_fit_clients=cell.num_clients, min_available_clients=cell.num_clients,
-               initial_parameters=ndarrays_to_parameters(initial_weights), on_fit_config_fn=fit_config(cell),
-               **kwargs)
+        return strategies.Detox(a1=cell.strategy.removeprefix("detox-"), **params, **common)
+    return strategies.RobustFedAvg(rule=cell.strategy, rule_params=params, **common)
 
 
 def _group_main(cells, key, writer: ResultsWriter, progress):
-    """The ServerApp main of one data group: every cell in turn, on the same Grid."""
-    from flwr.server import Server, ServerConfig, SimpleClientManager
-    from flwr.server.compat import start_grid
+    """The ServerApp main of one data group: every cell in turn, on the same Grid, through
+    the Message-API strategy's own ``start`` (Flower's round loop)."""
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
     from ..models import get_weights
 
     def main(grid, context):
         for cell in cells:
             record = CellRecorder(cell, key, writer, progress)
+            strategy = make_strategy(cell)
 
-            def evaluate_fn(server_round, ndarrays, config, record=record):
+            def evaluate_fn(server_round, arrays, record=record, strategy=strategy):
                 hist = strategy.history
-                return record(server_round, ndarrays, hist[-1] if server_round > 0 and hist else {})
+                _, metrics = record(server_round, arrays.to_numpy_ndarrays(), hist[-1] if server_round > 0 and hist else {})
+                return MetricRecord(metrics)
 
-            strategy = make_strategy(cell, get_weights(record.model), evaluate_fn=evaluate_fn)
-            server = Server(client_manager=SimpleClientManager(), strategy=strategy)
-            start_grid(grid=grid, server=server, config=ServerConfig(num_rounds=cell.rounds))
+            config = fit_config(cell)(0)
+            config.pop("server-round")  # Flower's strategy sets it each round
+            strategy.start(grid=grid, initial_arrays=ArrayRecord(get_weights(record.model)), num_rounds=cell.rounds,
+                           train_config=ConfigRecord(config), evaluate_fn=evaluate_fn)
 
     return main
 
@@ -351,7 +373,7 @@ def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress) -> None
     key = cell.data_key()
     record = CellRecorder(cell, key, writer, progress)
     weights = get_weights(record.model)
-    strategy = make_strategy(cell, weights)
+    strategy = make_strategy(cell)
     record(0, weights, {})
     on_fit_config = fit_config(cell)
     for server_round in range(1, cell.rounds + 1):
@@ -382,7 +404,7 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
     """
     if engine not in ("simulation", "inprocess"):
         raise ValueError(f"unknown engine {engine!r}; choose 'simulation' or 'inprocess'")
-    from flwr.server import ServerApp
+    from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     writer = ResultsWriter(out_dir)
@@ -408,7 +430,7 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
                     run_cell_inprocess(cell, writer, bar_factory)
                 continue
             server = ServerApp()
-            server.main()(_group_main(group, key, writer, bar_factory))
+            server.main()(_group_main(group, key, writer, bar_factory))  # Message API
             run_simulation(server_app=server, client_app=make_client_app(key), num_supernodes=key[3],
                            backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}},
                            verbose_logging=False)
@@ -420,6 +442,12 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
 def attack_label(row: dict) -> str:
     """The attack of a results row, with its parameters when it has any: ``alie(z=1.5)``."""
     params = row.get("cfg_attack_params") or {}
+    if isinstance(params, str):  # the Flower App stores the run config's JSON text
+        try:
+            params = json.loads(params or "{}")
+        except json.JSONDecodeError:
+            params = {"params": params}
+        params = params if isinstance(params, dict) else {"params": params}
     inner = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
     return f"{row['cfg_attack']}({inner})" if inner else row["cfg_attack"]
 
