@@ -43,6 +43,7 @@ import argparse
 import gc
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -69,6 +70,8 @@ from flwr_byz.aggregation import (
     centered_clipping,
     geometric_median,
     krum,
+    mda,
+    meamed,
     mean,
     median,
     multi_krum,
@@ -76,6 +79,7 @@ from flwr_byz.aggregation import (
     sign_majority_vote,
     trimmed_mean,
 )
+from flwr_byz.aggregation.mda import MAX_SUBSETS as MDA_MAX_SUBSETS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "aggregation.json"
@@ -384,6 +388,19 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
                         "np.partition(X, n//2, axis=0)")
     row["notes"].append("no Flower counterpart")
     del out
+
+    row, out = flwr_byz("meamed", lambda: meamed(X, f=f), floors["partition"], "np.partition(X, n//2, axis=0)")
+    row["notes"].append("no Flower counterpart (ByzFL's Meamed is not installed here)")
+    del out
+
+    # ---- MDA: exact search over C(n, f) subsets; refused past MAX_SUBSETS (the reason is recorded)
+    if math.comb(n, f) <= MDA_MAX_SUBSETS:
+        row, out = flwr_byz("mda", lambda: mda(X, f=f), floors["gram"], "X @ X.T")
+        row["notes"].append(f"exact search over C({n}, {f}) = {math.comb(n, f):,} subsets")
+        del out
+    else:
+        log(f"flwr-byz mda: not run at n={n}, f={f}: exact search over C({n}, {f}) = {math.comb(n, f):.3g} "
+            f"subsets exceeds {MDA_MAX_SUBSETS:,}")
 
     # ---- mean
     row, out = flwr_byz("mean", lambda: mean(X), floors["pass"], "X.mean(axis=0)", f_used=0)

@@ -22,7 +22,9 @@ from flwr_byz.aggregation import (
     geometric_median,
     krum,
     krum_scores,
+    mda,
     mean,
+    meamed,
     median,
     multi_krum,
     pairwise_sq_distances,
@@ -506,6 +508,8 @@ BOUNDS = {
     "geometric_median": lambda f: 2 * f + 1,
     "centered_clipping": lambda f: 2 * f + 1,
     "signsgd_majority": lambda f: 2 * f + 1,
+    "meamed": lambda f: 2 * f + 1,  # Xie, Koyejo & Gupta 2018: a majority of correct values
+    "mda": lambda f: 2 * f + 1,  # El Mhamdi et al. 2020: n > 2f
 }
 
 
@@ -664,3 +668,88 @@ def test_report_to_metrics_converts_numpy_types():
                  "p/a": 0.5, "p/b": 3, "p/c": 1, "p/d": 1, "p/e": 2.5}
     for value in m.values():
         assert all(_is_scalar(v) for v in value) if isinstance(value, list) else _is_scalar(value)
+
+
+# --------------------------------------------------------------------------------------
+# Meamed and MDA (issue 13): written from the papers' definitions
+# --------------------------------------------------------------------------------------
+
+
+def ref_meamed(X, f):
+    """Per coordinate: sort the values by distance to the median (ties: the lower value
+    first), average the first n - f."""
+    rows = _rows(X)
+    n, d = len(rows), len(rows[0])
+    out = []
+    for j in range(d):
+        col = [rows[i][j] for i in range(n)]
+        med = _median_of(col)
+        ranked = sorted(col, key=lambda v: (abs(v - med), v))
+        out.append(sum(ranked[: n - f]) / (n - f))
+    return np.array(out)
+
+
+def ref_mda(X, f):
+    """Every subset of n - f rows in lexicographic order; the first of minimum diameter."""
+    import itertools
+
+    rows = _rows(X)
+    n = len(rows)
+    best, chosen = math.inf, None
+    for subset in itertools.combinations(range(n), n - f):
+        diameter = max((_sqdist(rows[i], rows[j]) for i, j in itertools.combinations(subset, 2)), default=0.0)
+        if diameter < best:
+            best, chosen = diameter, subset
+    d = len(rows[0])
+    return np.array([sum(rows[i][j] for i in chosen) / len(chosen) for j in range(d)]), list(chosen)
+
+
+def test_meamed_hand():
+    # one coordinate, n = 5, f = 1: median 3; distances 2, 1, 0, 1, 97 -> keep 1, 2, 3, 4
+    X = np.array([[1.0], [2.0], [3.0], [4.0], [100.0]], dtype=np.float32)
+    np.testing.assert_allclose(meamed(X, f=1), [2.5])
+    # f = 2: keep the 3 nearest: 2, 3, 4
+    np.testing.assert_allclose(meamed(X, f=2), [3.0])
+    # a tie at equal distance goes to the lower value: median 3 of [1, 3, 5] -> 1 and 5 tie
+    T = np.array([[1.0], [3.0], [5.0]], dtype=np.float32)
+    np.testing.assert_allclose(meamed(T, f=1), [2.0])
+    # ByzFL's documented example: [[1,2,3],[4,5,6],[7,8,9]], f = 1 -> [2.5, 3.5, 4.5]
+    B = np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]], dtype=np.float32)
+    np.testing.assert_allclose(meamed(B, f=1), [2.5, 3.5, 4.5])
+    np.testing.assert_allclose(meamed(B, f=0), B.mean(axis=0))  # f = 0: the mean
+
+
+def test_mda_hand():
+    # Four points on a line at 0, 1, 2, 10 (one coordinate); f = 1: the subset {0, 1, 2} has
+    # diameter 2, every subset with 10 at least 8.
+    X = np.array([[0.0], [1.0], [2.0], [10.0]], dtype=np.float32)
+    out, rep = mda(X, f=1, return_report=True)
+    np.testing.assert_allclose(out, [1.0])
+    assert rep.selected == [0, 1, 2] and rep.details["diameter"] == pytest.approx(2.0)
+    # ByzFL's documented example: tie between {0, 1} and {1, 2}; the first in order wins
+    B = np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]], dtype=np.float32)
+    np.testing.assert_allclose(mda(B, f=1), [2.5, 3.5, 4.5])
+    # a colluding pair far away cannot win against three tight honest points
+    C = np.array([[0.0, 0], [0.1, 0], [0, 0.1], [50, 50], [50, 50]], dtype=np.float32)
+    assert mda(C, f=2, return_report=True)[1].selected == [0, 1, 2]
+
+
+def test_mda_refuses_past_its_exact_limit():
+    from flwr_byz.aggregation.mda import MAX_SUBSETS
+
+    X = random_updates(0, 51, 3)
+    assert math.comb(51, 12) > MAX_SUBSETS
+    with pytest.raises(ValueError, match="C\\(51, 12\\)"):
+        mda(X, f=12)
+
+
+@pytest.mark.parametrize("seed,n,f,d", CASES)
+def test_meamed_and_mda_vs_reference(seed, n, f, d):
+    X = random_updates(seed, n, d, scale=2.0, offset=0.5)
+    for t in range(0, (n - 1) // 2 + 1):
+        np.testing.assert_allclose(meamed(X, f=t), ref_meamed(X, t), rtol=1e-5, atol=1e-6)
+    if math.comb(n, f) <= 5000:
+        expected, chosen = ref_mda(X, f)
+        out, rep = mda(X, f=f, return_report=True)
+        assert rep.selected == chosen
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

@@ -9,10 +9,11 @@ Every rule checks its own bound on n and f before computing anything.
 from ._validate import ByzantineBoundError, as_update_matrix, nonfinite_rows
 from .bulyan import bulyan
 from .centered_clipping import centered_clipping
-from .coordinate import median, trimmed_mean
+from .coordinate import meamed, median, trimmed_mean
 from .distances import pairwise_sq_distances
 from .geometric_median import geometric_median
 from .krum import krum, krum_scores, multi_krum
+from .mda import mda
 from .mean import mean
 from .pipeline import PRE_AGGREGATORS, RULES, PreAggregator, RobustAggregator, minimum_clients
 from .registry import REGISTRY, RuleSpec, register_rule, resolve_rule
@@ -23,7 +24,7 @@ from .signsgd import sign_majority_vote
 __all__ = [
     "AggregationReport", "ByzantineBoundError", "PRE_AGGREGATORS", "PreAggregator", "REGISTRY", "RULES",
     "RobustAggregator", "RuleSpec", "register_rule", "resolve_rule", "as_update_matrix", "bucketing", "bulyan", "centered_clipping",
-    "clip_norms", "geometric_median", "krum", "krum_scores", "mean", "median", "minimum_clients",
+    "clip_norms", "geometric_median", "krum", "krum_scores", "mda", "meamed", "mean", "median", "minimum_clients",
     "multi_krum", "nearest_neighbor_mixing", "nonfinite_rows", "pairwise_sq_distances",
     "sign_majority_vote", "trimmed_mean",
 ]

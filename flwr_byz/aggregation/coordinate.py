@@ -1,8 +1,8 @@
-"""Coordinate-wise rules: median and trimmed mean.
+"""Coordinate-wise rules: median, trimmed mean and mean around the median (Meamed).
 
-Yin, Chen, Ramchandran & Bartlett, "Byzantine-Robust Distributed Learning: Towards Optimal
-Statistical Rates", ICML 2018. Both act on every coordinate independently; both sort
-column chunks along contiguous rows of a transposed copy (memory bounded by the chunk; see
+Median and trimmed mean: Yin, Chen, Ramchandran & Bartlett, "Byzantine-Robust Distributed
+Learning: Towards Optimal Statistical Rates", ICML 2018; Meamed: Xie, Koyejo & Gupta 2018.
+All act on every coordinate independently and sort column chunks along contiguous rows of a transposed copy (memory bounded by the chunk; see
 ``sorted_column_chunks`` for why a sort rather than a partition).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_update_matrix
-from .kernels import coordinate_median, sorted_column_chunks
+from .kernels import closest_to_median_mean, coordinate_median, sorted_column_chunks
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
@@ -61,3 +61,26 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
         for a, part in sorted_column_chunks(X):
             agg[a : a + len(part)] = part[:, f : n - f].mean(axis=1, dtype=np.float64)
     return (agg, AggregationReport("trimmed_mean", n, f, details={"trimmed_per_side": f})) if return_report else agg
+
+
+@register_rule("meamed", bound=(2, 1), aliases=("mean_around_median", "mean-around-median"), coordinate_wise=True,
+               paper='Xie, Koyejo & Gupta, "Generalized Byzantine-tolerant SGD", arXiv:1802.10116, 2018')
+def meamed(updates, *, f: int, return_report: bool = False):
+    """Mean around the median (Meamed): per coordinate, the mean of the n - f values closest
+    to that coordinate's median (n >= 2f + 1).
+
+    Xie, Koyejo & Gupta (2018). Ties at equal distance from the median go to the lower
+    values (ByzFL's ``Meamed`` takes whichever ``argpartition`` returns). Every output
+    coordinate lies within the range of the values it averages, which hold at least
+    n - 2f honest ones. Cost: one sort of each column chunk, as the median.
+
+    Args:
+        updates: (n, d) matrix of client updates.
+        f: number of Byzantine clients to tolerate; n - f values are averaged per coordinate.
+        return_report: also return an :class:`AggregationReport`.
+    """
+    X = as_update_matrix(updates)
+    n = X.shape[0]
+    check_bound("meamed", n, f)
+    agg = closest_to_median_mean(X, None, n - f)
+    return (agg, AggregationReport("meamed", n, f, details={"averaged_per_coordinate": n - f})) if return_report else agg

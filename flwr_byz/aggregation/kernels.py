@@ -75,15 +75,15 @@ def _window_means(block: np.ndarray, lo: int, hi: int, beta: int) -> np.ndarray:
 
 
 def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
-    """Per coordinate, the mean of the beta values of X[rows] closest to their median
-    (ties at equal distance: the lower values).
+    """Per coordinate, the mean of the beta values of X[rows] (of all of X when ``rows`` is
+    None) closest to their median (ties at equal distance: the lower values).
 
     Per column chunk, the selected rows are copied transposed (one contiguous row per
     coordinate) and each row is sorted (:func:`sorted_column_chunks`); :func:`_window_means` then
     finds and averages the window of the beta nearest values.
     """
-    rows = np.sort(np.asarray(rows))
-    theta = rows.size
+    rows = None if rows is None else np.sort(np.asarray(rows))
+    theta = X.shape[0] if rows is None else rows.size
     out = np.empty(X.shape[1], dtype=X.dtype)
     lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
     for a, block in sorted_column_chunks(X, rows):

@@ -18,7 +18,7 @@ from .registry import REGISTRY, RULES, minimum_clients
 from .report import AggregationReport
 
 # The modules that declare the built-in rules (importing one registers its rules).
-RULE_MODULES = ("mean", "coordinate", "krum", "bulyan", "geometric_median", "centered_clipping", "signsgd")
+RULE_MODULES = ("mean", "coordinate", "krum", "bulyan", "geometric_median", "centered_clipping", "signsgd", "mda")
 for _module in RULE_MODULES:
     importlib.import_module(f".{_module}", __package__)
 

@@ -16,6 +16,8 @@ from .message_api import (
     FedTrimmedAvg,
     GeometricMedian,
     Krum,
+    MDA,
+    Meamed,
     MultiKrum,
     RobustFedAvg,
     SignSGDMajority,
@@ -25,5 +27,5 @@ from .message_api import (
 
 __all__ = [
     "Bulyan", "CenteredClipping", "Detox", "FedMedian", "FedTrimmedAvg", "GeometricMedian", "Krum",
-    "MultiKrum", "RobustFedAvg", "SignSGDMajority", "TrimmedMean", "strategy_class",
+    "MDA", "Meamed", "MultiKrum", "RobustFedAvg", "SignSGDMajority", "TrimmedMean", "strategy_class",
 ]

@@ -201,4 +201,6 @@ FedMedian = strategy_class.make("median")
 GeometricMedian = strategy_class.make("geometric_median")
 CenteredClipping = strategy_class.make("centered_clipping")
 SignSGDMajority = strategy_class.make("signsgd_majority")
+Meamed = strategy_class.make("meamed")
+MDA = strategy_class.make("mda")
 TrimmedMean = FedTrimmedAvg  # the rule's usual name

@@ -1,0 +1,66 @@
+"""Minimum-diameter averaging (MDA).
+
+El Mhamdi, Guerraoui, Guirguis, Hoang & Rouault, "Genuinely Distributed Byzantine Machine
+Learning", PODC 2020: among all subsets S of n - f updates, take one of minimum diameter
+max_{i, j in S} |x_i - x_j|, and return its average. Needs n >= 2f + 1.
+
+Exact: every subset of n - f updates is visited, C(n, f) of them, each scored from one
+pairwise-distance matrix in O(n^2); the distances are computed once, directly from the differences (n passes over X, O(n^2 d)), so equal diameters tie
+exactly and nearly equal updates do not cancel.
+Past :data:`MAX_SUBSETS` subsets the rule refuses with a clear error rather than run for
+hours (C(51, 12) is about 1.6e11); no approximation is substituted silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from ._validate import as_update_matrix, raise_if_nonfinite
+from .distances import sq_distances_to
+from .mean import weighted_mean
+from .registry import check_bound, register_rule
+from .report import AggregationReport
+
+MAX_SUBSETS = 200_000
+
+
+@register_rule("mda", bound=(2, 1), aliases=("minimum_diameter_averaging",), strategy="MDA",
+               paper="El Mhamdi, Guerraoui, Guirguis, Hoang & Rouault, PODC 2020")
+def mda(updates, *, f: int, return_report: bool = False):
+    """Minimum-diameter averaging: the mean of the n - f updates of smallest diameter.
+
+    Ties between subsets of equal diameter go to the first subset in lexicographic order
+    of its indices (as in ByzFL's ``MDA``). Raises ``ValueError`` when C(n, f) > :data:`MAX_SUBSETS` (exact
+    search only).
+
+    Args:
+        updates: (n, d) matrix of client updates.
+        f: number of Byzantine clients to tolerate (n >= 2f + 1).
+        return_report: also return an :class:`AggregationReport` (selected indices; the
+            diameter in ``details``).
+    """
+    X = as_update_matrix(updates, check_finite=False)  # the distances check
+    n = X.shape[0]
+    check_bound("mda", n, f)
+    subsets = math.comb(n, f)
+    if subsets > MAX_SUBSETS:
+        raise ValueError(f"mda: exact minimum-diameter search over C({n}, {f}) = {subsets:.3g} subsets exceeds "
+                         f"{MAX_SUBSETS:,}; use fewer clients per round, a smaller f, or another rule")
+    D = np.stack([sq_distances_to(X, X[i]) for i in range(n)])  # direct: equal diameters tie exactly
+    raise_if_nonfinite(X, D)
+    best, selected = np.inf, np.arange(n - f)
+    for kept in itertools.combinations(range(n), n - f):
+        rows = np.asarray(kept)
+        diameter = D[np.ix_(rows, rows)].max()
+        if diameter < best:
+            best, selected = diameter, rows
+    mask = np.zeros(n)
+    mask[selected] = 1.0
+    agg = weighted_mean(X, mask)
+    if return_report:
+        return agg, AggregationReport("mda", n, f, selected=selected.tolist(),
+                                      details={"diameter": float(np.sqrt(best))})
+    return agg
