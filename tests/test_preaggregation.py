@@ -21,6 +21,7 @@ from flwr_byz.aggregation import (
     geometric_median,
     krum,
     mean,
+    median,
     minimum_clients,
     multi_krum,
     nearest_neighbor_mixing,
@@ -234,7 +235,7 @@ def test_unknown_names():
         RobustAggregator("fedavg")
     with pytest.raises(ValueError, match="unknown pre-aggregator"):
         PreAggregator("sparsify")
-    assert set(PRE_AGGREGATORS) == {"clip", "bucketing", "nnm"}
+    assert set(PRE_AGGREGATORS) == {"clip", "bucketing", "nnm", "arc"}
     assert "bulyan" in repr(RobustAggregator("bulyan", f=1, pre=[PreAggregator("nnm")]))
 
 
@@ -283,3 +284,54 @@ def test_minimum_clients_is_exactly_the_smallest_working_n(rule, f, pre):
     if need > 1:
         with pytest.raises(ByzantineBoundError):
             aggregator(X[:-1])
+
+
+# --- ARC (Allouah et al. 2024) ------------------------------------------------------------------
+
+def _arc_reference(X, f):
+    """From the definition, in float64 Python: k = floor(2 f (n - f) / n) largest norms
+    (ties: the later row is the larger) clipped to the largest remaining norm."""
+    rows = [[float(v) for v in r] for r in np.asarray(X, np.float64)]
+    n = len(rows)
+    norms = [math.sqrt(sum(v * v for v in r)) for r in rows]
+    k = (2 * f * (n - f)) // n
+    order = sorted(range(n), key=lambda i: (norms[i], i))
+    if k == 0:
+        return np.array(rows)
+    c = norms[order[n - k - 1]]
+    out = [list(r) for r in rows]
+    for i in order[n - k:]:
+        if norms[i] > c:
+            out[i] = [v * c / norms[i] for v in rows[i]]
+    return np.array(out)
+
+
+def test_arc_hand():
+    from flwr_byz.aggregation import adaptive_robust_clipping
+
+    # ByzFL's documented example: n = 3, f = 1 -> k = floor(2 * 1 * 2 / 3) = 1: the row of
+    # norm sqrt(194) is scaled to sqrt(77), the next norm.
+    X = np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]])
+    out = adaptive_robust_clipping(X, f=1)
+    np.testing.assert_allclose(out[:2], X[:2])
+    np.testing.assert_allclose(out[2], X[2] * math.sqrt(77 / 194))
+    np.testing.assert_allclose(adaptive_robust_clipping(X, f=0), X)  # k = 0
+    # n = 10, f = 3: k = floor(2 * 3 * 7 / 10) = 4 rows clipped to the 6th largest norm
+    Y = np.diag(np.arange(1.0, 11.0))
+    out = adaptive_robust_clipping(Y, f=3)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), [1, 2, 3, 4, 5, 6, 6, 6, 6, 6])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_arc_vs_reference_and_in_a_pipeline(seed):
+    from flwr_byz.aggregation import adaptive_robust_clipping
+
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(3, 15)), int(rng.integers(1, 30))
+    X = (rng.standard_normal((n, d)) * rng.uniform(0.1, 100.0, (n, 1))).astype(np.float32)
+    f = int(rng.integers(0, n // 2 + 1))
+    np.testing.assert_allclose(adaptive_robust_clipping(X, f=f), _arc_reference(X, f), rtol=1e-5, atol=1e-6)
+    if f >= 1 and n >= 2 * f + 1:
+        agg, rep = RobustAggregator("median", f=f, pre=[PreAggregator("arc")])(X)
+        np.testing.assert_allclose(agg, median(adaptive_robust_clipping(X, f=f), f=f))
+        assert rep.details["pre"] == "arc"

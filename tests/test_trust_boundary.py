@@ -308,6 +308,7 @@ CASES = (
     + [("median", 1, (PreAggregator("bucketing", s=2, seed=0),), False),
        ("krum", 1, (PreAggregator("nnm"),), False),
        ("mean", 0, (PreAggregator("clip", threshold=1.0),), False),
+       ("median", 1, (PreAggregator("arc"),), False),
        ("median", 1, (), True), ("multi_krum", 1, (), True)]
 )
 CASE_IDS = [f"{'detox-' if d else ''}{r}{'+' + '+'.join(p.kind for p in pre) if pre else ''}"

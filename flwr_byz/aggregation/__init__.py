@@ -17,12 +17,12 @@ from .mda import mda
 from .mean import mean
 from .pipeline import PRE_AGGREGATORS, RULES, PreAggregator, RobustAggregator, minimum_clients
 from .registry import REGISTRY, RuleSpec, register_rule, resolve_rule
-from .preaggregation import bucketing, clip_norms, nearest_neighbor_mixing
+from .preaggregation import adaptive_robust_clipping, bucketing, clip_norms, nearest_neighbor_mixing
 from .report import AggregationReport
 from .signsgd import sign_majority_vote
 
 __all__ = [
-    "AggregationReport", "ByzantineBoundError", "PRE_AGGREGATORS", "PreAggregator", "REGISTRY", "RULES",
+    "AggregationReport", "ByzantineBoundError", "adaptive_robust_clipping", "PRE_AGGREGATORS", "PreAggregator", "REGISTRY", "RULES",
     "RobustAggregator", "RuleSpec", "register_rule", "resolve_rule", "as_update_matrix", "bucketing", "bulyan", "centered_clipping",
     "clip_norms", "geometric_median", "krum", "krum_scores", "mda", "meamed", "mean", "median", "minimum_clients",
     "multi_krum", "nearest_neighbor_mixing", "nonfinite_rows", "pairwise_sq_distances",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .preaggregation import bucketing, clip_norms, nearest_neighbor_mixing
+from .preaggregation import adaptive_robust_clipping, bucketing, clip_norms, nearest_neighbor_mixing
 from .registry import REGISTRY, RULES, minimum_clients
 from .report import AggregationReport
 
@@ -22,15 +22,15 @@ RULE_MODULES = ("mean", "coordinate", "krum", "bulyan", "geometric_median", "cen
 for _module in RULE_MODULES:
     importlib.import_module(f".{_module}", __package__)
 
-PRE_AGGREGATORS = ("clip", "bucketing", "nnm")
+PRE_AGGREGATORS = ("clip", "bucketing", "nnm", "arc")
 
 
 @dataclass
 class PreAggregator:
-    """One pre-aggregation step: ``kind`` in {"clip", "bucketing", "nnm"} plus its options.
+    """One pre-aggregation step: ``kind`` in {"clip", "bucketing", "nnm", "arc"} plus its options.
 
     ``PreAggregator("clip", threshold=5.0)``, ``PreAggregator("bucketing", s=2, seed=0)``,
-    ``PreAggregator("nnm")`` (NNM uses the aggregator's f).
+    ``PreAggregator("nnm")``, ``PreAggregator("arc")`` (NNM and ARC use the aggregator's f).
     """
 
     kind: str
@@ -46,6 +46,8 @@ class PreAggregator:
             return clip_norms(X, **self.options), weights
         if self.kind == "nnm":
             return nearest_neighbor_mixing(X, f=f), weights
+        if self.kind == "arc":
+            return adaptive_robust_clipping(X, f=f), weights
         opts = dict(self.options)
         seed = opts.pop("seed", None)
         seed = None if seed is None else (int(seed), int(server_round))  # fresh shuffle per round

@@ -1,7 +1,13 @@
 """Pre-aggregators: transforms of the (n, d) update matrix that compose with any rule.
 
 - :func:`clip_norms`: scale every update to norm at most ``threshold`` (by default the
-  median norm of the round, an adaptive choice that honest majorities fix).
+  median norm of the round, an adaptive choice that honest majorities fix). With a fixed
+  threshold M this is the norm bounding of Sun, Kairouz, Suresh & McMahan, "Can You Really
+  Backdoor Federated Learning?", 2019 (applied to updates: norm-difference clipping).
+- :func:`adaptive_robust_clipping` (ARC): Allouah, Guerraoui, Gupta, Jellouli, Rizk &
+  Stephan, "The Vital Role of Gradient Clipping in Byzantine-Resilient Distributed
+  Learning", 2024. The k = floor(2 (f / n) (n - f)) updates of largest norm are scaled to
+  the largest norm among the others; n stays n.
 - :func:`bucketing`: Karimireddy, He & Jaggi, "Byzantine-Robust Learning on Heterogeneous
   Datasets via Bucketing", ICLR 2022. Shuffle, split into ceil(n / s) buckets of at most s
   updates, average each bucket. The rule then sees ceil(n / s) inputs of which at most f
@@ -32,6 +38,33 @@ def clip_norms(updates, *, threshold: float | None = None) -> np.ndarray:
         return X.copy() if threshold is None else np.zeros_like(X)
     scale = c / np.maximum(norms, c)  # = min(1, c / |x_i|), no division by 0
     return (X * scale[:, None].astype(X.dtype)).astype(X.dtype)
+
+
+def adaptive_robust_clipping(updates, *, f: int) -> np.ndarray:
+    """ARC: a copy of the updates whose k = floor(2 (f / n) (n - f)) largest-norm rows are
+    scaled to the norm of the largest remaining row (n >= 1; f <= n / 2 keeps k < n).
+
+    Ties in norm are ordered by row index (stable sort: the later rows count as larger, as
+    in ByzFL's ``ARC``). Norms are computed directly (float64 accumulation).
+
+    Args:
+        updates: (n, d) matrix of client updates.
+        f: number of Byzantine clients to tolerate.
+    """
+    X = as_update_matrix(updates)
+    n = X.shape[0]
+    check_f("adaptive_robust_clipping", n, f, a=2, b=0, formula="2f")
+    k = int(2 * f * (n - f) // n)  # floor(2 (f / n) (n - f)), exact in integers
+    out = X.copy()
+    if k == 0:
+        return out
+    norms = distances_to(X, np.zeros(X.shape[1], dtype=X.dtype))
+    order = np.argsort(norms, kind="stable")
+    threshold = norms[order[n - k - 1]]
+    for i in order[n - k:]:
+        if norms[i] > threshold:
+            out[i] *= X.dtype.type(threshold / norms[i])
+    return out
 
 
 def bucketing(updates, *, s: int = 2, seed: int | None = None, weights=None):
