@@ -530,3 +530,37 @@ def test_a_complex_model_keeps_both_parts_at_full_precision(api):
     out = _aggregate_one(make_strategy(api, "median", 1), api, specs, g=g)
     assert out[0].dtype == np.complex128
     np.testing.assert_allclose(out[0] - g[0], 1e-12 + 4j, rtol=1e-9)
+
+
+def test_per_client_facts_stay_per_client_and_are_not_averaged():
+    from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+    import time
+
+    s = make_strategy("message", "median", 1)
+    s._current, s._sent, s._groups = ArrayRecord({"w": Array(np.zeros(2, np.float32))}), [], None
+    replies = []
+    for node in range(1, 6):
+        md = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id="",
+                      group_id="", created_at=time.time(), ttl=100.0, message_type="train")
+        metrics = {"num-examples": 10, "train-loss": float(node), "partition-id": node - 1,
+                   "attack.malicious": int(node == 1)}
+        replies.append(Message(content=RecordDict({"arrays": ArrayRecord({"w": Array(np.full(2, node, np.float32))}),
+                                                   "metrics": MetricRecord(metrics)}), metadata=md))
+    _, metrics = s.aggregate_train(1, replies)
+    assert metrics["train-loss"] == pytest.approx(3.0)  # the weighted mean of 1..5
+    assert "partition-id" not in metrics and "attack.malicious" not in metrics
+    clients = s.history[-1]["clients"]
+    assert clients["1"] == {"partition-id": 0, "attack.malicious": 1} and clients["5"]["partition-id"] == 4
+    # legacy: the same for fit_metrics_aggregation_fn
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+
+    from fuzz_replies import Proxy
+
+    seen = []
+    legacy_strategy = make_strategy("legacy", "median", 1, fit_metrics_aggregation_fn=lambda pairs: seen.extend(pairs) or {})
+    legacy_strategy._current = [np.zeros(2, np.float32)]
+    results = [(Proxy(str(i)), FitRes(Status(Code.OK, ""), ndarrays_to_parameters([np.full(2, i, np.float32)]), 10,
+                                      {"train-loss": float(i), "partition-id": i, "attack.malicious": 0}))
+               for i in range(1, 6)]
+    legacy_strategy.aggregate_fit(1, results, [])
+    assert all(set(m) == {"train-loss"} for _, m in seen) and len(seen) == 5

@@ -17,7 +17,7 @@ from flwr.common.logger import log
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from .robust_round import RobustStrategyMixin, client_facts
+from .robust_round import RobustStrategyMixin, client_facts, without_client_facts
 from .rule_classes import StrategyCatalogue
 
 
@@ -90,7 +90,8 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         metrics = {}
         if self.fit_metrics_aggregation_fn and kept:
             try:
-                metrics = dict(self.fit_metrics_aggregation_fn([(by_id[c].num_examples, by_id[c].metrics) for c in kept]))
+                metrics = dict(self.fit_metrics_aggregation_fn(
+                    [(by_id[c].num_examples, without_client_facts(by_id[c].metrics)) for c in kept]))
             except Exception as err:
                 log(WARNING, "[flwr-byz] round %s: fit metrics not aggregated (%s)", server_round, err)
         metrics.update(byz_metrics)

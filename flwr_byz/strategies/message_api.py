@@ -20,7 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from .robust_round import RobustStrategyMixin, client_facts
+from .robust_round import RobustStrategyMixin, client_facts, without_client_facts
 from .rule_classes import StrategyCatalogue
 
 
@@ -115,7 +115,9 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         metrics = MetricRecord()
         if kept:
             try:
-                metrics = self.train_metrics_aggr_fn([contents[c] for c in kept], self.weighted_by_key)
+                records = [RecordDict({"metrics": MetricRecord(without_client_facts(
+                    next(iter(contents[c].metric_records.values()))))}) for c in kept]
+                metrics = self.train_metrics_aggr_fn(records, self.weighted_by_key)
             except Exception as err:
                 log(WARNING, "[flwr-byz] round %s: train metrics not aggregated (%s)", server_round, err)
         for key, value in byz_metrics.items():

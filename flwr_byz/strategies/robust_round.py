@@ -28,8 +28,18 @@ def client_facts(metrics) -> dict:
         items = dict(metrics or {}).items()
     except (TypeError, ValueError):  # whatever a client sent as metrics
         return {}
-    return {str(k): v for k, v in items if isinstance(v, (int, float, str)) and
-            (k == "partition-id" or str(k).startswith("attack."))}
+    return {str(k): v for k, v in items if isinstance(v, (int, float, str)) and is_client_fact(k)}
+
+
+def is_client_fact(key) -> bool:
+    """A per-client fact (kept per client in the history), not a metric to average."""
+    return key == "partition-id" or str(key).startswith("attack.")
+
+
+def without_client_facts(metrics) -> dict:
+    """The reply metrics minus the per-client facts (averaging partition ids or attack flags
+    over clients gives numbers that mean nothing, e.g. ``partition-id: 4.49``)."""
+    return {k: v for k, v in dict(metrics or {}).items() if not is_client_fact(k)}
 
 
 class RobustRound:
