@@ -564,3 +564,86 @@ def test_per_client_facts_stay_per_client_and_are_not_averaged():
                for i in range(1, 6)]
     legacy_strategy.aggregate_fit(1, results, [])
     assert all(set(m) == {"train-loss"} for _, m in seen) and len(seen) == 5
+
+
+# --- checks before training --------------------------------------------------------------------
+
+class _Grid:
+    """The part of a Flower Grid that FedAvg.configure_train reads: connected node ids."""
+
+    def __init__(self, n):
+        self.nodes = list(range(1, n + 1))
+
+    def get_node_ids(self):
+        return self.nodes
+
+
+class _ClientManager:
+    """The part of a legacy ClientManager that configure_fit reads."""
+
+    def __init__(self, n):
+        from fuzz_replies import Proxy
+
+        self.clients = [Proxy(str(i)) for i in range(n)]
+
+    def num_available(self):
+        return len(self.clients)
+
+    def sample(self, num_clients, min_num_clients=None, criterion=None):
+        return self.clients[:num_clients]
+
+
+def test_strategies_refuse_a_first_round_that_can_never_meet_the_f_bound():
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+    from flwr.common import ndarrays_to_parameters
+
+    from flwr_byz import strategies as S
+    from flwr_byz.strategies import legacy as L
+
+    arrays = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
+    with pytest.raises(ValueError, match="krum needs at least 7 replies for f=2, but the first round samples 5 nodes"):
+        S.Krum(num_malicious_nodes=2).configure_train(1, arrays, ConfigRecord(), _Grid(5))
+    ok = S.Krum(num_malicious_nodes=2)
+    assert len(list(ok.configure_train(1, arrays, ConfigRecord(), _Grid(7)))) == 7
+    assert len(list(ok.configure_train(2, arrays, ConfigRecord(), _Grid(5)))) == 5  # later rounds: no raise
+    with pytest.raises(ValueError, match="DETOX \\+ multi_krum needs 5 groups of 3 for f1=1, but the first round "
+                                         "samples 12 nodes"):
+        S.Detox(group_size=3, num_malicious_nodes=2, a1="multi_krum").configure_train(
+            1, arrays, ConfigRecord(), _Grid(13))
+    params = ndarrays_to_parameters([np.zeros(2, np.float32)])
+    with pytest.raises(ValueError, match="bulyan needs at least 11 replies for f=2, but the first round samples 9"):
+        L.Bulyan(num_malicious_clients=2).configure_fit(1, params, _ClientManager(9))
+    assert len(L.FedTrimmedAvg(beta=0.2).configure_fit(1, params, _ClientManager(3))) == 3  # f follows n
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_aggregate_without_configure_is_the_rule_on_the_replies(api):
+    """Flower's own unit tests call aggregate_* directly: for a translation-equivariant rule
+    the result is the rule applied to the replies themselves (here hand-checkable)."""
+    from flwr_byz.aggregation import krum, median
+
+    X = np.array([[1.0, 0], [1.1, 0.1], [0.9, -0.1], [1.0, 0.2], [1.05, 0.0], [50.0, 50.0]], dtype=np.float32)
+    specs = [Spec(node=i + 1, arrays=[row], names=["w"]) for i, row in enumerate(X)]
+    specs.append(Spec(node=99, arrays=[np.zeros(3, np.float32)], names=["w"]))  # another layout: dropped
+
+    def run(strategy):
+        import fuzz_replies
+
+        saved, fuzz_replies.GLOBAL_NAMES = fuzz_replies.GLOBAL_NAMES, ["w"]
+        try:
+            if api == "message":
+                strategy._sent = []
+                out, _ = strategy.aggregate_train(1, [fuzz_replies.to_message(s) for s in specs])
+                return None if out is None else out["w"].numpy()
+            from flwr.common import parameters_to_ndarrays
+
+            out, _ = strategy.aggregate_fit(1, [fuzz_replies.to_fitres(s) for s in specs], [])
+            return None if out is None else parameters_to_ndarrays(out)[0]
+        finally:
+            fuzz_replies.GLOBAL_NAMES = saved
+
+    np.testing.assert_array_equal(run(make_strategy(api, "krum", 1)), krum(X, f=1))
+    np.testing.assert_array_equal(run(make_strategy(api, "median", 2)), median(X, f=2))
+    # a rule that is not translation-equivariant, or a server step, needs the global model
+    assert run(make_strategy(api, "centered_clipping", 1)) is None
+    assert run(make_strategy(api, "median", 1, server_momentum=0.9)) is None

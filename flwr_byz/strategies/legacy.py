@@ -48,7 +48,10 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
         self._current = parameters_to_ndarrays(parameters)
-        return super().configure_fit(server_round, parameters, client_manager)
+        pairs = super().configure_fit(server_round, parameters, client_manager)
+        self._check_sample(len(pairs), f_name="num_malicious_clients",
+                           size_names="fraction_fit / min_fit_clients / min_available_clients")
+        return pairs
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures):
         failed = []  # (cid, None, reason): dropped, and logged with the client, by the round
@@ -68,9 +71,6 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             log(WARNING, "[flwr-byz] round %s skipped: %d failures and accept_failures=False", server_round,
                 len(failures))
             return None, {}
-        if self._current is None:
-            log(WARNING, "[flwr-byz] aggregate_fit called before configure_fit; nothing to compare to")
-            return None, {}
         entries, weights, extra, by_id = list(failed), {}, {}, {}
         for proxy, res in results:
             cid = getattr(proxy, "cid", None)
@@ -85,7 +85,11 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             facts = client_facts(getattr(res, "metrics", None))
             if facts:
                 extra[cid] = facts
-        new_arrays, byz_metrics, kept = self.robust.run(server_round, self._current, None, entries, weights, extra,
+        global_arrays, reason = self._global_or_zeros(server_round, entries, None)
+        if global_arrays is None:
+            log(WARNING, "[flwr-byz] round %s: aggregate_fit without configure_fit: %s", server_round, reason)
+            return None, {}
+        new_arrays, byz_metrics, kept = self.robust.run(server_round, global_arrays, None, entries, weights, extra,
                                                         groups=self._groups)
         metrics = {}
         if self.fit_metrics_aggregation_fn and kept:

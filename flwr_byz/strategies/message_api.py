@@ -60,6 +60,8 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
                         grid: Grid) -> Iterable[Message]:
         self._current = arrays
         self._sent = list(self._train_messages(server_round, arrays, config, grid))
+        self._check_sample(len(self._sent), f_name="num_malicious_nodes",
+                           size_names="fraction_train / min_train_nodes / min_available_nodes")
         return self._sent
 
     def _train_messages(self, server_round, arrays, config, grid) -> Iterable[Message]:
@@ -87,9 +89,6 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
-        if self._current is None:
-            log(WARNING, "[flwr-byz] aggregate_train called before configure_train; nothing to compare to")
-            return None, None
         entries, weights, extra, contents = [], {}, {}, {}
         for msg in replies:
             nid = self._node_of(msg)
@@ -107,10 +106,16 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             facts = client_facts(metrics)
             if facts:
                 extra[nid] = facts
-        current = list(self._current.keys())
+        if self._current is not None:
+            global_arrays, current = [a.numpy() for a in self._current.values()], list(self._current.keys())
+        else:
+            global_arrays, current = self._global_or_zeros(server_round, entries, [])
+            if global_arrays is None:
+                log(WARNING, "[flwr-byz] round %s: aggregate_train without configure_train: %s", server_round,
+                    current)
+                return None, None
         new_arrays, byz_metrics, kept = self.robust.run(
-            server_round, [a.numpy() for a in self._current.values()], current, entries, weights, extra,
-            groups=self._groups,
+            server_round, global_arrays, current, entries, weights, extra, groups=self._groups,
         )
         metrics = MetricRecord()
         if kept:

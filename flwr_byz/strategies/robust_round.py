@@ -232,6 +232,33 @@ class RobustStrategyMixin:
         )
         self._current = None
         self._groups = None
+        self._sample_checked = False
+
+    def _check_sample(self, sampled: int, *, f_name: str, size_names: str) -> None:
+        """At the first round this strategy configures: fail with one clear message when the
+        nodes sampled can never satisfy the rule's f bound (every round would be skipped).
+        DETOX needs enough groups of r for its A1 at f1. Later rounds only log (a node may
+        be gone for a round)."""
+        if self._sample_checked:
+            return
+        self._sample_checked = True
+        agg = self.robust.aggregator
+        if self.robust.trim_fraction is not None:  # FedTrimmedAvg(beta): f follows n
+            return
+        if hasattr(agg, "group_size"):  # DETOX
+            from ..aggregation import minimum_clients
+            from ..aggregation.detox import byzantine_groups_bound
+
+            a1 = agg.options["a1"]
+            f1 = byzantine_groups_bound(agg.f, agg.group_size)
+            need = agg.group_size * minimum_clients(a1, f1)
+            what = f"DETOX + {a1} needs {minimum_clients(a1, f1)} groups of {agg.group_size} for f1={f1}"
+        else:
+            need = agg.minimum_clients()
+            what = f"{agg.rule} needs at least {need} replies for f={agg.f}"
+        if sampled < need:
+            raise ValueError(f"flwr-byz: {what}, but the first round samples {sampled} nodes: raise {size_names} "
+                             f"(and connect that many nodes) or lower {f_name}")
 
     def _setup_detox(self, *, group_size: int, f: int, seed: int, **options) -> None:
         from ..aggregation.detox import DetoxAggregator
@@ -240,6 +267,40 @@ class RobustStrategyMixin:
         if self.robust.weighting == "raw":  # set for the placeholder "mean"; DETOX takes no weights
             self.robust.weighting = "uniform"
         self.group_size, self.seed = int(group_size), int(seed)
+
+    def _global_or_zeros(self, server_round: int, entries, names):
+        """The round's global arrays, or, when ``aggregate_*`` is called without a prior
+        ``configure_*``, zeros in the layout that a strict majority of the readable replies
+        share: for a translation-equivariant rule, aggregating the replies' differences to
+        zero and adding them back to zero is exactly the rule on the replies themselves
+        (Flower's semantics for its own robust strategies). Returns ``(arrays, names)`` or
+        ``(None, reason)`` where the rule needs the round's real global model."""
+        from ..aggregation.registry import REGISTRY
+
+        if self._current is not None:
+            return self._current, names
+        spec = REGISTRY.get(getattr(self.robust.aggregator, "rule", ""))
+        if spec is None or not spec.translation_equivariant or self._groups is not None:
+            return None, f"{self.robust.aggregator.rule} needs the round's global model (call configure_* first)"
+        if self.robust.server_learning_rate != 1.0 or self.robust.server_momentum:
+            return None, "a server learning rate or momentum needs the round's global model (call configure_* first)"
+        layouts = Counter()
+        for _, arrays, reply_names in entries:
+            if arrays is not None:
+                try:
+                    layouts[tuple((str(n), np.shape(a), np.asarray(a).dtype.str) for n, a in zip(
+                        reply_names if reply_names is not None else range(len(arrays)), arrays))] += 1
+                except Exception:  # an unreadable reply: it is dropped by the round anyway
+                    continue
+        readable = sum(layouts.values())
+        if not layouts or 2 * layouts.most_common(1)[0][1] <= readable:
+            return None, "no strict majority of the replies shares one model layout (call configure_* first)"
+        layout = layouts.most_common(1)[0][0]
+        log(INFO, "[flwr-byz] round %s: no configure_* before aggregate_*: %s on the replies themselves "
+            "(translation-equivariant rule, %d of %d readable replies share the layout)", server_round,
+            self.robust.aggregator.rule, layouts[layout], readable)
+        zeros = [np.zeros(shape, dtype=np.dtype(dt)) for _, shape, dt in layout]
+        return zeros, ([n for n, _, _ in layout] if names is not None else None)
 
     @property
     def history(self) -> list[dict]:
