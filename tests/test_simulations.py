@@ -13,7 +13,7 @@ import pytest
 from flwr_byz.simulations import datasets
 from flwr_byz.simulations.config import RunConfig
 from flwr_byz.simulations.partitioning import dirichlet_partitions, iid_partitions, partition
-from flwr_byz.simulations.runner import ResultsWriter, summarize
+from flwr_byz.simulations.runner import ResultsWriter, run_cells, summarize
 
 
 def test_digits_loader_needs_no_download():
@@ -207,3 +207,25 @@ def test_backdoor_cells_report_the_attack_success_rate_every_round(tmp_path):
     summary = summarize(rows)
     assert all(s["final_asr"] is not None for s in summary)
     assert "ASR" in format_table(summary)
+
+
+def test_each_run_has_its_own_collusion_store_removed_at_the_end(tmp_path, monkeypatch):
+    import tempfile
+
+    from flwr_byz.clients import collusion as collusion_module
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    used = []
+    original = collusion_module.Collusion.honest_updates
+
+    def spy(self, parameters, config):
+        used.append(self.store_dir)
+        return original(self, parameters, config)
+
+    monkeypatch.setattr(collusion_module.Collusion, "honest_updates", spy)
+    cells = [RunConfig(strategy="median", attack="alie", num_clients=6, num_malicious=2, rounds=1, local_epochs=1)]
+    run_cells(cells, tmp_path / "out", progress=False, engine="inprocess")
+    assert used and all(p.parent == scratch and p.name.startswith("flwr-byz-collusion-") for p in used)
+    assert not any(scratch.iterdir())  # removed at the end

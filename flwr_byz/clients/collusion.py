@@ -48,8 +48,10 @@ class Collusion:
         partition_ids: the partitions the attacker controls.
         client_factory: ``pid -> NumPyClient`` building the honest client of a partition
             (for instance the same function the ``client_fn`` uses).
-        store_dir: where the round's honest updates are shared (default: a folder in the
-            system's temp dir, per user).
+        store_dir: where the round's honest updates are shared (default:
+            ``$FLWR_BYZ_COLLUSION_DIR``, else a folder in the system's temp dir, per user;
+            created with mode 0700). The simulation runner gives each run its own, removed
+            at the end.
         label: distinguishes attacks that run at the same time on the same weights.
     """
 
@@ -57,7 +59,8 @@ class Collusion:
                  label: str = ""):
         self.partition_ids = sorted(int(p) for p in partition_ids)
         self.client_factory = client_factory
-        self.store_dir = Path(store_dir or Path(tempfile.gettempdir()) / f"flwr-byz-collusion-{os.getuid()}")
+        default = os.environ.get("FLWR_BYZ_COLLUSION_DIR") or Path(tempfile.gettempdir()) / f"flwr-byz-collusion-{os.getuid()}"
+        self.store_dir = Path(store_dir or default)
         self.label = label
 
     def honest_updates(self, parameters, config) -> np.ndarray:
@@ -67,7 +70,7 @@ class Collusion:
         # statistics come from the partitions it owns, so the group keys are dropped here.
         config = {k: v for k, v in dict(config).items() if not str(k).startswith("detox-")}
         key = weights_fingerprint(parameters, f"{config.get('server-round', 0)}|{self.label}|{self.partition_ids}")
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.store_dir / f"{key}.npy"
         with open(self.store_dir / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

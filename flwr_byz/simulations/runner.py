@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections import OrderedDict
@@ -139,7 +141,8 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
     if attack != "none" and pid < m:
         params = json.loads(str(config.get("attack-params", "{}")))
         n = int(config.get("num-clients", key[3]))
-        collusion = Collusion(range(m), lambda p: honest_client(key, p, config), label=str(config.get("cell", "")))
+        collusion = Collusion(range(m), lambda p: honest_client(key, p, config), label=str(config.get("cell", "")),
+                              store_dir=config.get("collusion-dir") or None)
         if attack in BACKDOORS:
             client = backdoor_client(client, attack, params, load_partitioned(key)[0], collusion=collusion,
                                      num_clients=n, num_malicious=m, server_lr=float(config.get("server-lr", 1.0)))
@@ -174,11 +177,12 @@ def make_client_app(key: tuple):
     return app
 
 
-def fit_config(cell: RunConfig):
-    """The round's fit config for ``cell`` (hyper-parameters plus the harness's scenario)."""
+def fit_config(cell: RunConfig, collusion_dir: str | None = None):
+    """The round's fit config for ``cell`` (hyper-parameters plus the harness's scenario;
+    ``collusion_dir``: the run's own store for the colluding clients)."""
 
     def on_fit_config(server_round: int) -> dict:
-        return {
+        return {"collusion-dir": collusion_dir or "",
             "server-round": server_round, "local-epochs": cell.local_epochs, "local-steps": cell.local_steps,
             "server-lr": cell.server_lr,
             "batch-size": cell.batch_size,
@@ -333,7 +337,7 @@ def make_strategy(cell: RunConfig):
     return strategies.RobustFedAvg(rule=cell.strategy, rule_params=params, **common)
 
 
-def _group_main(cells, key, writer: ResultsWriter, progress):
+def _group_main(cells, key, writer: ResultsWriter, progress, collusion_dir: str | None = None):
     """The ServerApp main of one data group: every cell in turn, on the same Grid, through
     the Message-API strategy's own ``start`` (Flower's round loop)."""
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
@@ -350,7 +354,7 @@ def _group_main(cells, key, writer: ResultsWriter, progress):
                 _, metrics = record(server_round, arrays.to_numpy_ndarrays(), hist[-1] if server_round > 0 and hist else {})
                 return MetricRecord(metrics)
 
-            config = fit_config(cell)(0)
+            config = fit_config(cell, collusion_dir)(0)
             config.pop("server-round")  # Flower's strategy sets it each round
             strategy.start(grid=grid, initial_arrays=ArrayRecord(get_weights(record.model)), num_rounds=cell.rounds,
                            train_config=ConfigRecord(config), evaluate_fn=evaluate_fn)
@@ -358,7 +362,7 @@ def _group_main(cells, key, writer: ResultsWriter, progress):
     return main
 
 
-def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress) -> None:
+def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusion_dir: str | None = None) -> None:
     """The same round as the Simulation Engine's, in this process, without Ray or messages.
 
     Clients (honest and malicious, with the same collusion) are called one after another and
@@ -375,7 +379,7 @@ def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress) -> None
     weights = get_weights(record.model)
     strategy = make_strategy(cell)
     record(0, weights, {})
-    on_fit_config = fit_config(cell)
+    on_fit_config = fit_config(cell, collusion_dir)
     for server_round in range(1, cell.rounds + 1):
         base = on_fit_config(server_round)
         configs = {pid: dict(base) for pid in range(cell.num_clients)}
@@ -400,7 +404,9 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
     """Run every unfinished cell; returns the rows of ``results.jsonl`` (all cells).
 
     ``engine="simulation"`` (default): Flower's Simulation Engine, one ``run_simulation`` per
-    data group. ``engine="inprocess"``: :func:`run_cell_inprocess`, no Ray.
+    data group. ``engine="inprocess"``: :func:`run_cell_inprocess`, no Ray. The colluding
+    clients share the round's honest updates in a store of this run alone (a private temp
+    folder, mode 0700, removed at the end), never another run's.
     """
     if engine not in ("simulation", "inprocess"):
         raise ValueError(f"unknown engine {engine!r}; choose 'simulation' or 'inprocess'")
@@ -423,19 +429,21 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
     old_level = flwr_logger.level
     if quiet:
         flwr_logger.setLevel(logging.WARNING)
+    collusion_dir = tempfile.mkdtemp(prefix="flwr-byz-collusion-")  # 0700, this run's alone
     try:
         for key, group in groups.items():
             if engine == "inprocess":
                 for cell in group:
-                    run_cell_inprocess(cell, writer, bar_factory)
+                    run_cell_inprocess(cell, writer, bar_factory, collusion_dir)
                 continue
             server = ServerApp()
-            server.main()(_group_main(group, key, writer, bar_factory))  # Message API
+            server.main()(_group_main(group, key, writer, bar_factory, collusion_dir))  # Message API
             run_simulation(server_app=server, client_app=make_client_app(key), num_supernodes=key[3],
                            backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}},
                            verbose_logging=False)
     finally:
         flwr_logger.setLevel(old_level)
+        shutil.rmtree(collusion_dir, ignore_errors=True)
     return writer.rows()
 
 
