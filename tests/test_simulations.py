@@ -229,3 +229,17 @@ def test_each_run_has_its_own_collusion_store_removed_at_the_end(tmp_path, monke
     run_cells(cells, tmp_path / "out", progress=False, engine="inprocess")
     assert used and all(p.parent == scratch and p.name.startswith("flwr-byz-collusion-") for p in used)
     assert not any(scratch.iterdir())  # removed at the end
+
+
+def test_results_carry_their_provenance(tmp_path):
+    cells = [RunConfig(strategy="median", attack="none", num_clients=5, num_malicious=1, rounds=1, local_epochs=1,
+                       seed=3)]
+    rows = run_cells(cells, tmp_path, progress=False, engine="inprocess")
+    head = next(r for r in rows if r["round"] == 0)["provenance"]
+    import flwr
+    import numpy
+
+    assert head["engine"] == "inprocess" and head["flwr"] == flwr.__version__ and head["numpy"] == numpy.__version__
+    assert head["code_version"] and head["command"] and head["started_utc"]
+    (s,) = summarize(rows)
+    assert s["seed"] == 3 and s["engine"] == "inprocess" and s["code_version"] == head["code_version"]

@@ -111,6 +111,10 @@ class RoundEvaluation:
         entry = history[-1] if server_round > 0 and history and history[-1].get("round") == server_round else {}
         now = time.perf_counter()
         row = round_row(self.settings, self.run_id, server_round, acc, loss, entry, now - self.t)
+        if server_round == 0:
+            from ..simulations.provenance import provenance
+
+            row["provenance"] = provenance("flower-app")
         self.writer.append({**row, **extra})
         self.t = now
         return MetricRecord({"accuracy": float(acc), "loss": float(loss), **extra})

@@ -286,10 +286,12 @@ def result_row(cell: RunConfig, attempt: str, server_round: int, accuracy: float
 class CellRecorder:
     """Evaluates the global model of a cell after every round and appends the row."""
 
-    def __init__(self, cell: RunConfig, key: tuple, writer: ResultsWriter, progress):
+    def __init__(self, cell: RunConfig, key: tuple, writer: ResultsWriter, progress, engine: str = "simulation"):
         from ..models import make_model
+        from .provenance import provenance
 
         self.cell, self.writer = cell, writer
+        self.provenance = provenance(engine)
         self.data, _ = load_partitioned(key)
         self.model = make_model(cell.model, self.data.input_shape, self.data.num_classes, seed=cell.seed)
         self.attempt = uuid.uuid4().hex[:8]
@@ -311,7 +313,8 @@ class CellRecorder:
             extra["asr"] = res["asr"]
             LOG.info("round %s: accuracy %.4f, backdoor ASR %.4f", server_round, acc, res["asr"])
         now = time.perf_counter()
-        self.writer.append(result_row(self.cell, self.attempt, server_round, acc, loss, now - self.t, entry, extra))
+        row = result_row(self.cell, self.attempt, server_round, acc, loss, now - self.t, entry, extra)
+        self.writer.append({**row, "provenance": self.provenance} if server_round == 0 else row)
         self.t = now
         if self.bar is not None and server_round > 0:
             self.bar.update(1)
@@ -391,7 +394,7 @@ def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusi
     from ..strategies.robust_round import client_facts
 
     key = cell.data_key()
-    record = CellRecorder(cell, key, writer, progress)
+    record = CellRecorder(cell, key, writer, progress, engine="inprocess")
     weights = get_weights(record.model)
     strategy = make_strategy(cell)
     record(0, weights, {})
@@ -499,6 +502,7 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
         rs = sorted((r for r in rs if r["attempt"] == attempt), key=lambda r: r["round"])
         last = rs[-1]
         agg = [r["aggregation_time_s"] for r in rs if r.get("aggregation_time_s") is not None]
+        prov = next((r["provenance"] for r in rs if r["round"] == 0 and "provenance" in r), {})
         out.append({
             "cell": cid, "strategy": last["cfg_strategy"], "attack": attack_label(last),
             "num_clients": last["cfg_num_clients"], "num_malicious": last["cfg_num_malicious"],
@@ -509,5 +513,8 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
             "mean_aggregation_time_s": float(np.mean(agg)) if agg else None,
             "mean_round_time_s": float(np.mean([r["round_time_s"] for r in rs if r["round"] > 0])),
             "skipped_rounds": sum(1 for r in rs if r["round"] > 0 and r.get("skipped")),
+            "seed": last.get("cfg_seed"), "engine": prov.get("engine"), "code_version": prov.get("code_version"),
+            "flwr": prov.get("flwr"), "torch": prov.get("torch"), "numpy": prov.get("numpy"),
+            "command": prov.get("command"),
         })
     return out

@@ -1,0 +1,50 @@
+"""Where a result came from: the code version, the library versions, the engine, the command.
+
+Written into the first row (round 0) of every run in ``results.jsonl`` and into its
+``summary.csv`` row, so that a table can always be traced to the code that made it.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``git describe --always --dirty --tags`` of the checkout holding this package, or the
+    installed package's version (``flwr-byz 0.1.0``) when it is not in a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--tags"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"flwr-byz {metadata.version('flwr-byz')}"
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(engine: str) -> dict:
+    """The provenance record of a run made now with ``engine``."""
+    return {
+        "code_version": code_version(), "flwr": _version("flwr"), "torch": _version("torch"),
+        "numpy": _version("numpy"), "python": platform.python_version(), "engine": engine,
+        "command": shlex.join(sys.argv), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
