@@ -97,3 +97,27 @@ def test_message_api_bulyan_selects_differently_from_the_paper():
             assert len(ours) == len(theirs) == theta
             return
     pytest.fail("no input among 200 where single-scoring and iterated Krum selections differ")
+
+
+def test_flowers_calling_conventions_are_accepted():
+    """Drop-in: Flower's positional order and Flower-only arguments at their default values."""
+    from flwr.server.strategy.aggregate import aggregate_krum, aggregate_median
+
+    from flwr_byz import strategies as S
+    from flwr_byz.strategies import legacy as L
+
+    k = S.Krum(1.0, 1.0, 2, 2, 2, 1)  # Flower: (..., min_available_nodes, num_malicious_nodes)
+    assert k.robust.aggregator.f == 1 and k.weighted_by_key == "num-examples" and k.min_available_nodes == 2
+    m = S.MultiKrum(1.0, 1.0, 2, 2, 2, 1, 3)  # ..., num_malicious_nodes, num_nodes_to_select
+    assert m.robust.aggregator.f == 1 and m.robust.aggregator.params["m"] == 3
+    b = S.Bulyan(1.0, 1.0, 2, 2, 2, 2, selection_rule=None)
+    assert b.robust.aggregator.f == 2
+    lb = L.Bulyan(num_malicious_clients=1, to_keep=0, first_aggregation_rule=aggregate_krum)
+    assert lb.robust.aggregator.rule == "bulyan"
+    for bad, match in ((dict(to_keep=2), "to_keep=0"), (dict(first_aggregation_rule=aggregate_median), "aggregate_krum")):
+        with pytest.raises(ValueError, match=match):
+            L.Bulyan(num_malicious_clients=1, **bad)
+    with pytest.raises(ValueError, match="selection_rule"):
+        S.Bulyan(selection_rule=lambda records, n, f: records)
+    with pytest.raises(TypeError, match="multiple values"):
+        S.Krum(1.0, fraction_train=0.5)

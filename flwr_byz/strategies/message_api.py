@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from .robust_round import RobustStrategyMixin, client_facts, without_client_facts
-from .rule_classes import StrategyCatalogue
+from .rule_classes import StrategyCatalogue, take_flower_arguments
 
 
 class RobustFedAvg(RobustStrategyMixin, FedAvg):
@@ -140,6 +140,11 @@ class MultiKrum(RobustFedAvg):
 
     def __init__(self, *args, num_malicious_nodes: int = 0, num_nodes_to_select: int | None = None,
                  pre_aggregators=(), **kwargs):
+        if args:  # Flower's positional order: (..., min_available_nodes, num_malicious_nodes, num_nodes_to_select, ...)
+            args, bound = take_flower_arguments("MultiKrum", "Message API", args, {})
+            num_malicious_nodes = bound.pop("num_malicious_nodes", num_malicious_nodes)
+            num_nodes_to_select = bound.pop("num_nodes_to_select", num_nodes_to_select)
+            kwargs = {**bound, **kwargs}
         self.num_nodes_to_select = num_nodes_to_select
         super().__init__(*args, rule="multi_krum", num_malicious_nodes=num_malicious_nodes,
                          pre_aggregators=pre_aggregators, rule_params={"m": num_nodes_to_select}, **kwargs)

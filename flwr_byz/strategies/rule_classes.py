@@ -30,6 +30,48 @@ def _docstring(spec: RuleSpec, api: str, f_arg: str) -> str:
     )
 
 
+# Flower's own arguments of its Bulyan that flwr-byz's Bulyan does not need: accepted at the
+# value that means flwr-byz's behaviour, refused with a message otherwise.
+def _is_flower_krum(rule) -> bool:
+    from flwr.server.strategy.aggregate import aggregate_krum
+
+    return rule is None or rule is aggregate_krum
+
+
+FLOWER_ONLY = {
+    "selection_rule": (lambda v: v is None,
+                       "flwr-byz's Bulyan selects by Krum re-applied to the shrinking set, as the paper defines "
+                       "it; a custom selection_rule is not supported (use RobustFedAvg with a registered rule)"),
+    "first_aggregation_rule": (_is_flower_krum,
+                               "flwr-byz's Bulyan runs Krum as its base rule, as the paper does; only Flower's "
+                               "aggregate_krum (the default) is accepted"),
+    "to_keep": (lambda v: v == 0, "flwr-byz's Bulyan keeps theta = n - 2f as the paper does; only to_keep=0 "
+                                  "(Flower's default, plain Krum as the base rule) is accepted"),
+}
+
+
+def take_flower_arguments(flower_name: str | None, api: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Flower's calling convention for a Flower counterpart: positional arguments bound in
+    the counterpart's order (``Krum(1.0, 1.0, 2, 2, 2, 1)`` means ``num_malicious_nodes=1``,
+    not FedAvg's ``weighted_by_key=1``), and Flower-only arguments checked (:data:`FLOWER_ONLY`).
+    Returns the remaining ``(args, kwargs)``."""
+    for name, (ok, why) in FLOWER_ONLY.items():
+        if flower_name == "Bulyan" and name in kwargs and not ok(kwargs.pop(name)):
+            raise ValueError(why)
+    if not args or not flower_name or api != "Message API":
+        return args, kwargs
+    import flwr.serverapp.strategy as flower_strategies
+
+    counterpart = getattr(flower_strategies, flower_name, None)
+    if counterpart is None:
+        return args, kwargs
+    bound = inspect.signature(counterpart).bind_partial(*args).arguments
+    clash = sorted(set(bound) & set(kwargs))
+    if clash:
+        raise TypeError(f"{flower_name}: got multiple values for {clash}")
+    return (), {**bound, **kwargs}
+
+
 def rule_class(base: type, spec: RuleSpec, *, f_arg: str, api: str, positional: bool) -> type:
     """A subclass of ``base`` (an API's ``RobustFedAvg``) running ``spec``'s rule.
 
@@ -43,6 +85,7 @@ def rule_class(base: type, spec: RuleSpec, *, f_arg: str, api: str, positional: 
     own = dict(spec.params)
 
     def __init__(self, *args, **kwargs):
+        args, kwargs = take_flower_arguments(spec.flower, api, args, kwargs)
         rule_params = {k: kwargs.pop(k, default) for k, default in own.items()}
         base.__init__(self, *args, rule=spec.name, rule_params=rule_params, **{f_arg: kwargs.pop(f_arg, 0)},
                       **kwargs)
