@@ -191,3 +191,76 @@ def test_tolerance_vote_is_not_captured_by_an_overflowing_update():
     update, members = majority_vote(G, tolerance=0.01)
     assert members == [1, 2]
     np.testing.assert_allclose(update, g, rtol=1e-5)
+
+
+def test_detox_mod_makes_an_ordinary_client_app_follow_the_contract():
+    """An unmodified ClientApp of the usual shape (data picked by partition-id, shuffled
+    minibatches from torch's global generator) sends bit-identical updates within a group
+    once detox_mod wraps it, and a Detox round over its replies aggregates."""
+    import torch
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    from flwr_byz.aggregation.detox import detox_assignment
+    from flwr_byz.clients import detox_mod
+    from flwr_byz.strategies import Detox
+
+    from fuzz_replies import task_identity
+
+    task_identity()
+    data_x = np.random.default_rng(0).normal(size=(120, 4)).astype(np.float32)
+    data_y = (data_x.sum(axis=1) > 0).astype(np.int64)
+
+    def ordinary_train(msg, context):
+        pid, parts = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+        x, y = torch.from_numpy(data_x[pid::parts]), torch.from_numpy(data_y[pid::parts])
+        model = torch.nn.Linear(4, 2)
+        with torch.no_grad():
+            for p, a in zip(model.parameters(), msg.content["arrays"].to_numpy_ndarrays()):
+                p.copy_(torch.from_numpy(a))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for idx in torch.randperm(len(x)).split(8):  # torch's global generator
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        arrays = ArrayRecord([p.detach().numpy().copy() for p in model.parameters()])
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": len(x)})}),
+                       reply_to=msg)
+
+    plain, wrapped = ClientApp(), ClientApp(mods=[detox_mod])
+    plain.train()(ordinary_train)
+    wrapped.train()(ordinary_train)
+    g = [np.zeros((2, 4), np.float32), np.zeros(2, np.float32)]
+    nodes = list(range(1, 10))
+    plan = detox_assignment(nodes, 3, seed=5, server_round=1)
+
+    def run(app, node):
+        config = {"server-round": 1, **plan.configs[node]}
+        msg = Message(content=RecordDict({"arrays": ArrayRecord(g), "config": ConfigRecord(config)}),
+                      dst_node_id=node, message_type=MessageType.TRAIN)
+        ctx = Context(run_id=1, node_id=node, node_config={"partition-id": node - 1, "num-partitions": 9},
+                      state=RecordDict(), run_config={})
+        return app(msg, ctx)
+
+    group = plan.groups[0]
+    plain_replies = [run(plain, n).content["arrays"].to_numpy_ndarrays() for n in group]
+    assert not np.array_equal(plain_replies[0][0], plain_replies[1][0])  # the ordinary app breaks the vote
+    replies = {n: run(wrapped, n) for n in nodes}
+    for members in plan.groups:
+        first = replies[members[0]].content["arrays"].to_numpy_ndarrays()
+        for other in members[1:]:
+            for a, b in zip(first, replies[other].content["arrays"].to_numpy_ndarrays()):
+                np.testing.assert_array_equal(a, b)
+    s = Detox(group_size=3, num_malicious_nodes=0, a1="median")
+    s._current, s._sent, s._groups = ArrayRecord(g), [], plan.groups
+    import time
+
+    from flwr.app import Metadata
+
+    msgs = []
+    for n, reply in replies.items():
+        md = Metadata(run_id=1, message_id=f"r{n}", src_node_id=n, dst_node_id=0, reply_to_message_id="",
+                      group_id="", created_at=time.time(), ttl=100.0, message_type="train")
+        msgs.append(Message(content=reply.content, metadata=md))
+    out, _ = s.aggregate_train(1, msgs)
+    assert out is not None and s.history[-1]["details"]["groups_won"] == 3

@@ -2,7 +2,7 @@
 
 from .backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
 from .collusion import Collusion
-from .mods import alie_mod, attack_mod, constant_mod, garbage_mod, sign_flip_mod, weight_inflation_mod
+from .mods import alie_mod, attack_mod, constant_mod, detox_mod, garbage_mod, sign_flip_mod, weight_inflation_mod
 from .malicious import (
     ATTACKS,
     AlieClient,
@@ -22,6 +22,6 @@ __all__ = [
     "AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient",
     "ATTACKS", "AlieClient", "Collusion", "ConstantClient", "GarbageClient", "GaussianNoiseClient",
     "IpmClient", "LabelFlipClient", "MaliciousClient", "MinMaxClient", "MinSumClient", "SignFlipClient",
-    "WeightInflationClient", "alie_mod", "attack_mod", "constant_mod", "garbage_mod", "sign_flip_mod",
+    "WeightInflationClient", "alie_mod", "attack_mod", "constant_mod", "detox_mod", "garbage_mod", "sign_flip_mod",
     "weight_inflation_mod",
 ]

@@ -128,3 +128,34 @@ def weight_inflation_mod(*, controlled=None, factor: float | None = 1e6, value: 
 def garbage_mod(*, controlled=None, kind: str = "nan"):
     """The controlled nodes send malformed arrays (exercises the server's checks)."""
     return attack_mod("garbage", controlled=controlled, kind=kind)
+
+
+def detox_mod(msg: Message, context: Context, call_next: Callable) -> Message:
+    """DETOX's client contract for an ordinary Message-API ClientApp (docs/detox.md).
+
+    ``ClientApp(train=..., mods=[detox_mod])``: when a train message carries DETOX's keys,
+    the wrapped app runs as if this node held partition ``detox-shard`` of
+    ``detox-num-shards`` (its ``node_config["partition-id"]`` / ``["num-partitions"]``, which
+    is how Flower apps pick their data) with Python's, NumPy's and PyTorch's generators
+    seeded by ``detox-seed``: every member of a group trains on the group's shard with the
+    same seed, so honest members send bit-identical updates on the same hardware (use
+    ``Detox(tolerance=...)`` across different hardware). Other messages pass through.
+    """
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return call_next(msg, context)
+    config = next(iter(msg.content.config_records.values()), {})
+    if "detox-shard" not in config:
+        return call_next(msg, context)
+    import random
+
+    import torch
+
+    seed = int(config.get("detox-seed", 0))
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    node_config = {**dict(context.node_config), "partition-id": int(config["detox-shard"]),
+                   "num-partitions": int(config.get("detox-num-shards", 1))}
+    shard_context = Context(run_id=context.run_id, node_id=context.node_id, node_config=node_config,
+                            state=context.state, run_config=context.run_config)
+    return call_next(msg, shard_context)
