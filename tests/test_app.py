@@ -195,3 +195,16 @@ def test_the_weight_policy_from_strategy_params(name):
     assert "weighting" not in s.robust.aggregator.params  # the strategy's option, not the rule's
     default = build_strategy(run_settings({"strategy": name, "f": 1}))
     assert default.robust.weighting == ("raw" if name == "mean" else "uniform")
+
+
+def test_relative_results_dir_never_depends_on_the_superlinks_directory(tmp_path, monkeypatch):
+    from flwr_byz.app.server_app import results_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLWR_BYZ_RESULTS_ROOT", raising=False)
+    from pathlib import Path
+
+    assert results_path("results/app") == Path.home() / "flwr-byz" / "results" / "app"
+    monkeypatch.setenv("FLWR_BYZ_RESULTS_ROOT", str(tmp_path / "root"))
+    assert results_path("results/app") == tmp_path / "root" / "results" / "app"
+    assert results_path(str(tmp_path / "abs")) == tmp_path / "abs"

@@ -81,6 +81,19 @@ def backdoor_trigger(settings: dict, data):
     return runner.cell_trigger(data, json_param(settings["attack-params"], "attack-params"))
 
 
+def results_path(results_dir) -> Path:
+    """Where the run's results go: an absolute ``results-dir`` as given; a relative one under
+    ``$FLWR_BYZ_RESULTS_ROOT`` (default ``~/flwr-byz``), never under whatever directory the
+    SuperLink or SuperExec process happened to start in."""
+    import os
+
+    path = Path(str(results_dir)).expanduser()
+    if path.is_absolute():
+        return path
+    root = Path(os.environ.get("FLWR_BYZ_RESULTS_ROOT") or Path.home() / "flwr-byz").expanduser()
+    return root / path
+
+
 class RoundEvaluation:
     """The ServerApp's ``evaluate_fn``: evaluates the global model on the test split (and,
     for a backdoor run, its attack success rate on the triggered non-target test inputs),
@@ -127,7 +140,7 @@ def main(grid: Grid, context: Context) -> None:
 
     settings = run_settings(context.run_config)
     run_id = context.run_id
-    results_dir = Path(str(settings["results-dir"])).expanduser()
+    results_dir = results_path(settings["results-dir"])
     writer = runner.ResultsWriter(results_dir)
     log(logging.INFO, "[flwr-byz] run %s: results go to %s", run_id, writer.path.resolve())
 
