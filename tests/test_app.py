@@ -208,3 +208,15 @@ def test_relative_results_dir_never_depends_on_the_superlinks_directory(tmp_path
     monkeypatch.setenv("FLWR_BYZ_RESULTS_ROOT", str(tmp_path / "root"))
     assert results_path("results/app") == tmp_path / "root" / "results" / "app"
     assert results_path(str(tmp_path / "abs")) == tmp_path / "abs"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"f": 1.7}, "f must be a non-negative integer"),
+    ({"f": -1}, "f must be a non-negative integer"),
+    ({"f": True}, "f must be a non-negative integer"),
+    ({"server-lr": float("nan")}, "must be finite"),
+    ({"strategy": "krumm"}, "unknown strategy 'krumm'"),
+])
+def test_bad_run_config_values_are_refused_when_the_strategy_is_built(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        build_strategy(run_settings({"strategy": "median", "f": 1, **overrides}))

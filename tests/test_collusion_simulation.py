@@ -61,12 +61,14 @@ def test_alie_round_completes_and_colluders_agree(tmp_path, client_cpus):
     def main(grid, context):
         t0 = time.perf_counter()
         start_grid(grid=grid, server=Server(client_manager=SimpleClientManager(), strategy=strategy),
-                   config=ServerConfig(num_rounds=1, round_timeout=60))
+                   config=ServerConfig(num_rounds=1, round_timeout=150))
         timing["round"] = time.perf_counter() - t0
 
     run_simulation(server_app=server_app, client_app=_client_app(tmp_path), num_supernodes=N,
                    backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}})
-    assert timing["round"] < 60
+    # A deadlock would leave replies missing at the round timeout (failures, unseen clients);
+    # how fast a loaded machine runs the round is not what this test is about.
+    assert timing["round"] < 150
     assert strategy.failures == 0 and sorted(strategy.seen) == list(range(N))
     vectors = [np.concatenate([a.ravel() for a in strategy.seen[p]]) for p in range(M)]
     assert all(np.array_equal(vectors[0], v) for v in vectors[1:])

@@ -139,6 +139,7 @@ def main(grid: Grid, context: Context) -> None:
     from ..simulations.datasets import load_dataset
 
     settings = run_settings(context.run_config)
+    strategy = build_strategy(settings)  # names and values checked before anything is loaded or written
     run_id = context.run_id
     results_dir = results_path(settings["results-dir"])
     writer = runner.ResultsWriter(results_dir)
@@ -148,7 +149,6 @@ def main(grid: Grid, context: Context) -> None:
     model = make_model(str(settings["model"]), data.input_shape, data.num_classes, seed=int(settings["seed"]))
     names = list(model.state_dict().keys())
     initial = ArrayRecord(dict(zip(names, (Array(w) for w in get_weights(model)))))
-    strategy = build_strategy(settings)
     evaluate_fn = RoundEvaluation(settings, run_id, data, model, strategy, writer)
 
     result = strategy.start(

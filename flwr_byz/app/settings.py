@@ -95,7 +95,10 @@ def build_strategy(settings: dict):
     params = json_param(settings["strategy-params"], "strategy-params")
     pre = [PreAggregator(p.pop("kind"), **p) for p in (dict(x) for x in params.pop("pre", []))]
     policy = {k: params.pop(k) for k in ("weighting", "weight_cap") if k in params}  # the strategy's, not the rule's
-    f = int(settings["f"])
+    f = settings["f"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or f != int(f) or f < 0:
+        raise ValueError(f"run config f must be a non-negative integer, got {f!r}")
+    f = int(f)
     min_nodes = int(settings["min-nodes"])
     common = dict(
         fraction_train=float(settings["fraction-train"]), fraction_evaluate=float(settings["fraction-evaluate"]),
