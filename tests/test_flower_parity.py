@@ -121,3 +121,13 @@ def test_flowers_calling_conventions_are_accepted():
         S.Bulyan(selection_rule=lambda records, n, f: records)
     with pytest.raises(TypeError, match="multiple values"):
         S.Krum(1.0, fraction_train=0.5)
+
+
+def test_multikrum_defaults_follow_flower():
+    from flwr.serverapp.strategy import MultiKrum as FlowerMultiKrum
+
+    from flwr_byz import strategies as S
+
+    flower_default = __import__("inspect").signature(FlowerMultiKrum).parameters["num_nodes_to_select"].default
+    assert S.MultiKrum().robust.aggregator.params["m"] == flower_default == 1
+    assert S.MultiKrum(num_nodes_to_select=None).robust.aggregator.params["m"] is None  # the paper's n - f

@@ -109,6 +109,8 @@ def build_strategy(settings: dict):
     cls = resolve_strategy(settings["strategy"], strategies)
     if cls is strategies.RobustFedAvg:
         return cls(rule="mean", num_malicious_nodes=0, rule_params=params, **common)
+    if cls is strategies.MultiKrum:
+        params.setdefault("num_nodes_to_select", None)  # the App's default: the paper's m = n - f
     if cls is strategies.FedTrimmedAvg:
         if "beta" in params:
             return cls(**params, **common)

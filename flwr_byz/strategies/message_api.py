@@ -133,12 +133,15 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
 
 
 class MultiKrum(RobustFedAvg):
-    """Multi-Krum (Blanchard et al. 2017): weighted mean of the m best Krum scores; n >= 2f + 3.
+    """Multi-Krum (Blanchard et al. 2017): the mean of the m updates with the best Krum
+    scores; n >= 2f + 3.
 
-    Same arguments as Flower's ``MultiKrum``; ``num_nodes_to_select=None`` means n - f.
+    Same arguments and defaults as Flower's ``MultiKrum``: ``num_nodes_to_select=1`` (which is
+    Krum) by default, as there; ``num_nodes_to_select=None`` is the paper's m = n - f. An m
+    above the round's usable replies is clamped to n with a WARNING.
     """
 
-    def __init__(self, *args, num_malicious_nodes: int = 0, num_nodes_to_select: int | None = None,
+    def __init__(self, *args, num_malicious_nodes: int = 0, num_nodes_to_select: int | None = 1,
                  pre_aggregators=(), **kwargs):
         if args:  # Flower's positional order: (..., min_available_nodes, num_malicious_nodes, num_nodes_to_select, ...)
             args, bound = take_flower_arguments("MultiKrum", "Message API", args, {})
