@@ -59,3 +59,12 @@ def test_a_run_whose_rounds_were_all_skipped_exits_non_zero(tmp_path):
     header, row = (tmp_path / "summary.csv").read_text().splitlines()[:2]
     assert row.split(",")[header.split(",").index("skipped_rounds")] == "2"
     assert "skipped" in out.stdout  # the table's column
+
+
+def test_progress_names_each_finished_cell(tmp_path):
+    out = run_cli("simulate", "--engine", "inprocess", "--strategies", "median,krum", "--attacks", "none",
+                  "--num-clients", "7", "--num-malicious", "1", "--rounds", "1", "--local-epochs", "1",
+                  "--out", str(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[1/2] median / none n=7 m=0: accuracy" in out.stderr
+    assert "[2/2] krum / none n=7 m=0: accuracy" in out.stderr

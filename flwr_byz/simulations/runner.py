@@ -22,11 +22,12 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
 from collections import OrderedDict
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -296,7 +297,12 @@ class CellRecorder:
         self.model = make_model(cell.model, self.data.input_shape, self.data.num_classes, seed=cell.seed)
         self.attempt = uuid.uuid4().hex[:8]
         self.t = time.perf_counter()
-        self.bar = progress(total=cell.rounds, desc=f"{cell.strategy} / {cell.attack}") if progress else None
+        self.position = getattr(progress, "position", None)  # (k, total) of this cell in the run
+        self.desc = f"{cell.strategy} / {cell.attack}"
+        if self.position:
+            self.desc = f"[{self.position[0]}/{self.position[1]}] {self.desc}"
+        self.bar = progress(total=cell.rounds, desc=self.desc) if progress else None
+        self.started = time.perf_counter()
 
     def __call__(self, server_round: int, ndarrays, entry: dict) -> tuple[float, dict]:
         """Evaluate, append the row; returns (loss, metrics: accuracy and, for backdoors, asr)."""
@@ -321,6 +327,10 @@ class CellRecorder:
             self.bar.set_postfix(acc=f"{acc:.3f}")
         if self.bar is not None and server_round == self.cell.rounds:
             self.bar.close()
+            # one line per finished cell, also where no bar is drawn (logs, CI, a pipe)
+            c = self.cell
+            print(f"{self.desc} n={c.num_clients} m={c.num_malicious}: accuracy {acc:.3f} after {c.rounds} "
+                  f"rounds ({time.perf_counter() - self.started:.0f} s)", file=sys.stderr, flush=True)
         return loss, {"accuracy": acc, **extra}
 
 
@@ -365,6 +375,8 @@ def _group_main(cells, key, writer: ResultsWriter, progress, collusion_dir: str 
 
     def main(grid, context):
         for cell in cells:
+            if progress is not None:
+                progress.next_cell()
             record = CellRecorder(cell, key, writer, progress)
             strategy = make_strategy(cell)
 
@@ -418,6 +430,22 @@ def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusi
         record(server_round, weights, strategy.history[-1])
 
 
+class _Progress:
+    """A tqdm factory that also knows which cell of the run is being drawn: ``position`` is
+    (k, total), advanced by :meth:`next_cell` as each cell starts."""
+
+    def __init__(self, tqdm, total: int):
+        self.tqdm, self.total, self.done = tqdm, total, 0
+        self.position = None
+
+    def next_cell(self) -> None:
+        self.done += 1
+        self.position = (self.done, self.total)
+
+    def __call__(self, **kwargs):
+        return self.tqdm(disable=None, **kwargs)
+
+
 def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: bool = True,
               client_cpus: float = 1.0, quiet: bool = True, engine: str = "simulation") -> list[dict]:
     """Run every unfinished cell; returns the rows of ``results.jsonl`` (all cells).
@@ -442,7 +470,7 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
     if progress:
         from tqdm.auto import tqdm
 
-        bar_factory = partial(tqdm, disable=None)  # no bars when not on a terminal (CI logs)
+        bar_factory = _Progress(tqdm, len(todo))  # no bars when not on a terminal (CI logs)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     flwr_logger = logging.getLogger("flwr")
     old_level = flwr_logger.level
@@ -453,6 +481,8 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
         for key, group in groups.items():
             if engine == "inprocess":
                 for cell in group:
+                    if bar_factory is not None:
+                        bar_factory.next_cell()
                     run_cell_inprocess(cell, writer, bar_factory, collusion_dir)
                 continue
             server = ServerApp()
