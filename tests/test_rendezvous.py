@@ -170,3 +170,37 @@ def test_key_separates_rounds_and_weights():
     a = [np.zeros(3, np.float32)]
     assert weights_fingerprint(a, "1|run|alie") != weights_fingerprint(a, "2|run|alie")
     assert weights_fingerprint(a, "1|x") != weights_fingerprint([np.ones(3, np.float32)], "1|x")
+
+
+def test_an_idle_connection_does_not_stall_the_colluders(server_process):
+    """A peer that connects and never speaks (or a stopped colluder) used to block the
+    server's handshake loop for everyone; each connection is now handled on its own."""
+    host, port = server_process.split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(3)]
+    try:
+        t0 = time.monotonic()
+        results = _run_colluders(server_process, "round-1|idle-peers", [0, 1], expected=2, timeout=20)
+        assert time.monotonic() - t0 < 15
+        assert all(complete for _, _, complete, _, _ in results)
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_a_nan_timeout_is_answered(monkeypatch):
+    from multiprocessing.connection import Client
+
+    from flwr_byz.clients import rendezvous
+
+    monkeypatch.setattr(rendezvous, "DEFAULT_TIMEOUT", 1.0)  # what a NaN timeout falls back to
+    server = RendezvousServer(authkey=KEY).start()
+    try:
+        # a hostile peer's raw request: a NaN timeout used to make its handler wait forever
+        with Client(server.address, authkey=KEY) as conn:
+            conn.send({"op": "post", "key": "k-nan", "member": 0, "expected": 2,
+                       "update": np.zeros(3, np.float32), "timeout": float("nan")})
+            assert conn.poll(20.0), "a NaN timeout held the handler"
+            answer = conn.recv()
+        assert answer["ok"] and answer["members"] == [0] and not answer["complete"]
+    finally:
+        server.close()

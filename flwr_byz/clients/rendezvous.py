@@ -49,7 +49,10 @@ import threading
 import time
 from collections import OrderedDict
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection, Listener
+import math
+import socket
+import struct
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,7 @@ LOG = logging.getLogger("flwr_byz.clients.rendezvous")
 AUTHKEY_ENV = "FLWR_BYZ_RENDEZVOUS_AUTHKEY"
 DEFAULT_TIMEOUT = 60.0
 MAX_WAIT = 3600.0
+IO_DEADLINE = 30.0  # seconds a peer may take to complete the handshake or send its request
 
 
 def read_authkey(path: str | os.PathLike | None = None) -> bytes:
@@ -83,6 +87,16 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _receive_deadline(conn: Connection, seconds: float) -> None:
+    """Make every blocking receive on ``conn`` fail after ``seconds`` (SO_RCVTIMEO on its
+    socket; the descriptor stays blocking, so a reply that takes long to send is unaffected)."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(seconds), 0))
+    finally:
+        sock.close()
+
+
 class RendezvousServer:
     """Collects the posted updates per key and answers each poster when its key is full.
 
@@ -93,7 +107,11 @@ class RendezvousServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, authkey: bytes, max_keys: int = 64):
-        self._listener = Listener((host, int(port)), authkey=authkey)
+        # No authkey on the Listener itself: its accept() would run the handshake in the
+        # serving loop, where one idle peer stalls every colluder. Each connection is
+        # authenticated in its own thread, under a receive deadline (:meth:`_handle`).
+        self._authkey = authkey
+        self._listener = Listener((host, int(port)))
         self._cond = threading.Condition()
         self._table: "OrderedDict[str, dict[int, np.ndarray]]" = OrderedDict()
         self._max_keys = int(max_keys)
@@ -135,6 +153,9 @@ class RendezvousServer:
 
     def _handle(self, conn: Connection) -> None:
         try:
+            _receive_deadline(conn, IO_DEADLINE)  # an idle or stopped peer cannot hold this thread
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
             request = conn.recv()
             op = request.get("op")
             if op == "ping":
@@ -143,7 +164,7 @@ class RendezvousServer:
                 conn.send(self._post(request))
             else:
                 conn.send({"ok": False, "error": f"unknown op {op!r}"})
-        except (EOFError, OSError):
+        except (EOFError, OSError, AuthenticationError):
             pass
         except Exception as err:  # noqa: BLE001
             try:
@@ -157,7 +178,10 @@ class RendezvousServer:
         key, member = str(req["key"]), int(req["member"])
         expected = max(1, int(req.get("expected", 1)))
         update = np.asarray(req["update"], dtype=np.float32).reshape(-1)
-        deadline = time.monotonic() + min(max(float(req.get("timeout", DEFAULT_TIMEOUT)), 0.0), MAX_WAIT)
+        timeout = float(req.get("timeout", DEFAULT_TIMEOUT))
+        if not math.isfinite(timeout):  # NaN never compares: it would wait forever
+            timeout = DEFAULT_TIMEOUT
+        deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT)
         with self._cond:
             entries = self._table.setdefault(key, {})
             self._table.move_to_end(key)
@@ -210,6 +234,7 @@ def post_and_wait(address: str | tuple[str, int], authkey: bytes, key: str, memb
     refuses the post.
     """
     addr = parse_address(address) if isinstance(address, str) else address
+    timeout = float(timeout) if math.isfinite(float(timeout)) else DEFAULT_TIMEOUT
     with Client(addr, authkey=authkey) as conn:
         conn.send({"op": "post", "key": key, "member": int(member), "expected": int(expected),
                    "update": np.ascontiguousarray(update, dtype=np.float32).reshape(-1), "timeout": float(timeout)})
