@@ -68,3 +68,32 @@ def test_progress_names_each_finished_cell(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[1/2] median / none n=7 m=0: accuracy" in out.stderr
     assert "[2/2] krum / none n=7 m=0: accuracy" in out.stderr
+
+
+@pytest.mark.parametrize("engine, sig", [("inprocess", "SIGTERM"), ("simulation", "SIGINT")])
+def test_a_signal_stops_the_run_cleanly(tmp_path, engine, sig):
+    """Ctrl-C / SIGTERM: the run stops after the round being evaluated (every row whole),
+    exits 130, and a rerun of the same command resumes the cell."""
+    import json
+    import signal
+    import time
+
+    args = ["simulate", "--engine", engine, "--strategies", "median", "--attacks", "none", "--num-clients", "5",
+            "--num-malicious", "1", "--rounds", "300", "--local-epochs", "1", "--no-progress", "--out", str(tmp_path)]
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = tmp_path / "results.jsonl"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 3):
+            time.sleep(0.5)
+        assert results.exists(), "the run never wrote a row"
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; every finished round is in" in err
+    rows = [json.loads(line) for line in results.read_text().splitlines()]  # every line whole
+    assert 3 <= len(rows) < 301 and not any(r["final"] for r in rows)

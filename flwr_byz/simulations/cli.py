@@ -13,6 +13,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -177,12 +178,36 @@ def _base(args) -> dict:
     return base
 
 
+def _stop_on_signals() -> None:
+    """SIGINT / SIGTERM stop the run after the round being evaluated (its row written whole,
+    Ray shut down by Flower's own ending); a second signal exits at once."""
+    import signal
+
+    from .runner import STOP
+
+    def handler(signum, frame):
+        if STOP.is_set():
+            os._exit(128 + signum)
+        STOP.set()
+        print(f"flwr-byz: {signal.Signals(signum).name}: stopping after the current round "
+              f"(again to exit at once)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _run(cells, out: Path, args) -> list[dict]:
-    from .runner import run_cells, summarize
+    from .runner import RunInterrupted, run_cells, summarize
 
     t0 = time.time()
-    rows = run_cells(cells, out, progress=not args.no_progress, quiet=not args.verbose,
-                     engine=getattr(args, "engine", "simulation"))
+    _stop_on_signals()
+    try:
+        rows = run_cells(cells, out, progress=not args.no_progress, quiet=not args.verbose,
+                         engine=getattr(args, "engine", "simulation"))
+    except RunInterrupted:
+        print(f"flwr-byz: interrupted; every finished round is in {out}/results.jsonl and a rerun of the same "
+              f"command resumes the unfinished cells", file=sys.stderr, flush=True)
+        return [], 130
     summary = summarize(rows, cells)
     write_summary_csv(summary, out / "summary.csv")
     print(format_table(summary))
@@ -229,6 +254,8 @@ def cmd_reproduce(args) -> int:
 
     cells = experiment(args.experiment, rounds=args.rounds, data_root=args.data_root)
     _, status = _run(cells, Path(args.out or f"results/{args.experiment}"), args)
+    if status == 130:
+        return status
     from .plots import plot_results
 
     for f in plot_results(Path(args.out or f"results/{args.experiment}")):

@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -36,6 +37,14 @@ from ..attacks.catalogue import attack_names
 from .config import RunConfig
 
 LOG = logging.getLogger("flwr_byz.simulations")
+
+# Set (by the command line's SIGINT / SIGTERM handler) to stop a run after the round that is
+# being evaluated: its row is written whole, then :class:`RunInterrupted` ends the run.
+STOP = threading.Event()
+
+
+class RunInterrupted(Exception):
+    """The run was asked to stop; every finished round is in results.jsonl."""
 
 _CACHE: dict = {}
 
@@ -331,6 +340,10 @@ class CellRecorder:
             c = self.cell
             print(f"{self.desc} n={c.num_clients} m={c.num_malicious}: accuracy {acc:.3f} after {c.rounds} "
                   f"rounds ({time.perf_counter() - self.started:.0f} s)", file=sys.stderr, flush=True)
+        if STOP.is_set():
+            if self.bar is not None:
+                self.bar.close()
+            raise RunInterrupted(f"stopped after round {server_round} of {self.cell.cell_id()}")
         return loss, {"accuracy": acc, **extra}
 
 
@@ -487,9 +500,16 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
                 continue
             server = ServerApp()
             server.main()(_group_main(group, key, writer, bar_factory, collusion_dir))  # Message API
-            run_simulation(server_app=server, client_app=make_client_app(key), num_supernodes=key[3],
-                           backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}},
-                           verbose_logging=False)
+            try:
+                run_simulation(server_app=server, client_app=make_client_app(key), num_supernodes=key[3],
+                               backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}},
+                               verbose_logging=False)
+            except Exception as err:  # the ServerApp thread's RunInterrupted comes back wrapped
+                if STOP.is_set():
+                    raise RunInterrupted(str(err)) from err
+                raise
+            if STOP.is_set():
+                raise RunInterrupted("stopped")
     finally:
         flwr_logger.setLevel(old_level)
         shutil.rmtree(collusion_dir, ignore_errors=True)
