@@ -97,3 +97,8 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, engine, sig):
     assert "interrupted; every finished round is in" in err
     rows = [json.loads(line) for line in results.read_text().splitlines()]  # every line whole
     assert 3 <= len(rows) < 301 and not any(r["final"] for r in rows)
+
+
+def test_debug_keeps_the_traceback():
+    out = run_cli("simulate", "--strategies", "krumm", "--debug")
+    assert out.returncode == 1 and "Traceback" in out.stderr and "unknown strategy 'krumm'" in out.stderr

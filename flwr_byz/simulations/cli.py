@@ -31,8 +31,13 @@ def _csv_list(kind=str):
     return lambda s: [kind(x) for x in s.split(",") if x]
 
 
+DEBUG = False  # --debug: user mistakes raise with their traceback instead of one line
+
+
 def usage_error(message: str):
-    """A user's mistake: one line on stderr, exit code 2, no traceback."""
+    """A user's mistake: one line on stderr, exit code 2, no traceback (``--debug``: raise)."""
+    if DEBUG:
+        raise ValueError(message)
     print(f"flwr-byz: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -159,6 +164,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="results folder (default: results/<command>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show Flower's own logs")
+    p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors for mistakes")
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"],
                    help="Flower's Simulation Engine (default) or the same rounds in-process, without Ray")
     p.add_argument("--weighting", default=None, choices=list(WEIGHTINGS),
@@ -314,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    global DEBUG
     args = build_parser().parse_args(argv)
+    DEBUG = bool(getattr(args, "debug", False))
     return args.func(args)
 
 
