@@ -131,3 +131,29 @@ def test_multikrum_defaults_follow_flower():
     flower_default = __import__("inspect").signature(FlowerMultiKrum).parameters["num_nodes_to_select"].default
     assert S.MultiKrum().robust.aggregator.params["m"] == flower_default == 1
     assert S.MultiKrum(num_nodes_to_select=None).robust.aggregator.params["m"] is None  # the paper's n - f
+
+
+def test_flowers_own_krum_and_multikrum_unit_cases():
+    """Flower's unit tests for its Message-API Krum and MultiKrum (our copies of their inputs
+    and expected values): three replies, aggregate_train called without configure_train.
+    Flower runs them with f = 1, where Krum's neighbour count n - f - 2 = 0 is clamped to 1;
+    flwr-byz refuses f = 1 on 3 replies (n >= 2f + 3, the paper's bound: documented) and,
+    with f = 0 (the same single neighbour), gives Flower's expected values."""
+    from fuzz_replies import Spec, task_identity, to_message
+
+    from flwr_byz import strategies as S
+
+    task_identity()
+
+    def replies(values):
+        return [to_message(Spec(node=i + 1, arrays=[np.full(4, v)], names=["0"], weight=5))
+                for i, v in enumerate(values)]
+
+    def aggregated(strategy, values):
+        out, _ = strategy.aggregate_train(1, replies(values))
+        return None if out is None else out["0"].numpy()
+
+    assert aggregated(S.Krum(num_malicious_nodes=1), [0.2, 0.7, 1.0]) is None  # 3 < 2f + 3 = 5
+    np.testing.assert_allclose(aggregated(S.Krum(num_malicious_nodes=0), [0.2, 0.7, 1.0]), [0.7] * 4)
+    np.testing.assert_allclose(aggregated(S.MultiKrum(num_malicious_nodes=0, num_nodes_to_select=2),
+                                          [0.2, 0.5, 1.0]), [0.35] * 4)
