@@ -101,14 +101,6 @@ class ModelLayout:
             out.append(a)
         return out
 
-    def check(self, arrays, names: list[str] | None = None) -> str | None:
-        """Why ``arrays`` (a client's reply) cannot be aggregated, or None when it can."""
-        try:
-            self.read(arrays, names)
-        except ValueError as err:
-            return str(err)
-        return None
-
     def flatten(self, arrays, out: np.ndarray | None = None) -> np.ndarray:
         """Concatenate ``arrays`` into one float32 vector (into ``out`` when given); a complex
         array contributes its real and imaginary parts, interleaved."""

@@ -24,7 +24,7 @@ from .kernels import coordinate_median
 from .distances import distances_to, pairwise_sq_distances
 from .mean import weighted_mean
 from .pipeline import RobustAggregator
-from .registry import resolve_rule
+from .registry import minimum_clients, resolve_rule
 from .report import AggregationReport
 
 
@@ -67,6 +67,13 @@ def detox_assignment(client_ids, r: int, seed: int, server_round: int) -> DetoxP
 def byzantine_groups_bound(f: int, r: int) -> int:
     """Most groups that f Byzantine clients can win: each win needs (r + 1) / 2 of them."""
     return int(f) // ((r + 1) // 2)
+
+
+def groups_needed(a1: str, f: int, r: int) -> tuple[int, int]:
+    """``(groups, f1)``: how many group winners A1 needs to tolerate the f1 groups that f
+    Byzantine clients can win, so DETOX needs at least ``groups * r`` nodes in a round."""
+    f1 = byzantine_groups_bound(f, r)
+    return minimum_clients(a1, f1), f1
 
 
 def majority_vote(G, *, tolerance: float | None = None, group_size: int | None = None):

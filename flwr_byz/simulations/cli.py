@@ -92,15 +92,15 @@ def _check_bound(strategy: str, n: int, m: int, r: int) -> None:
     """Every round would be skipped if the rule cannot tolerate f = m among n clients (f is
     0 for the plain mean); DETOX's A1 sees n // r group winners and f1 = m // ((r + 1) // 2)."""
     from ..aggregation import minimum_clients
-    from ..aggregation.detox import byzantine_groups_bound
+    from ..aggregation.detox import groups_needed
 
     rule = strategy.removeprefix("detox-")
     f = 0 if rule == "mean" else m
     if strategy.startswith("detox-"):
-        f1 = 0 if rule == "mean" else byzantine_groups_bound(m, r)
-        if n // r < minimum_clients(rule, f1):
+        groups, f1 = groups_needed(rule, f, r)
+        if n // r < groups:
             usage_error(f"{strategy}: {n} clients make {n // r} groups of {r}, but {rule} needs "
-                        f"{minimum_clients(rule, f1)} group winners to tolerate f1={f1} (m={m})")
+                        f"{groups} group winners to tolerate f1={f1} (m={m})")
     elif n < minimum_clients(rule, f):
         usage_error(f"{strategy} needs n >= {REGISTRY[rule].formula()} = {minimum_clients(rule, f)} clients to "
                     f"tolerate f=m={m}, but --num-clients is {n}")

@@ -85,10 +85,12 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             facts = client_facts(getattr(res, "metrics", None))
             if facts:
                 extra[cid] = facts
-        global_arrays, reason = self._global_or_zeros(server_round, entries, None)
+        global_arrays = self._current
         if global_arrays is None:
-            log(WARNING, "[flwr-byz] round %s: aggregate_fit without configure_fit: %s", server_round, reason)
-            return None, {}
+            global_arrays, reason = self._zeros_from_replies(server_round, entries, None)
+            if global_arrays is None:
+                log(WARNING, "[flwr-byz] round %s: aggregate_fit without configure_fit: %s", server_round, reason)
+                return None, {}
         new_arrays, byz_metrics, kept = self.robust.run(server_round, global_arrays, None, entries, weights, extra,
                                                         groups=self._groups)
         metrics = {}

@@ -109,7 +109,7 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         if self._current is not None:
             global_arrays, current = [a.numpy() for a in self._current.values()], list(self._current.keys())
         else:
-            global_arrays, current = self._global_or_zeros(server_round, entries, [])
+            global_arrays, current = self._zeros_from_replies(server_round, entries, [])
             if global_arrays is None:
                 log(WARNING, "[flwr-byz] round %s: aggregate_train without configure_train: %s", server_round,
                     current)

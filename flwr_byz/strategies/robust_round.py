@@ -246,13 +246,12 @@ class RobustStrategyMixin:
         if self.robust.trim_fraction is not None:  # FedTrimmedAvg(beta): f follows n
             return
         if hasattr(agg, "group_size"):  # DETOX
-            from ..aggregation import minimum_clients
-            from ..aggregation.detox import byzantine_groups_bound
+            from ..aggregation.detox import groups_needed
 
             a1 = agg.options["a1"]
-            f1 = byzantine_groups_bound(agg.f, agg.group_size)
-            need = agg.group_size * minimum_clients(a1, f1)
-            what = f"DETOX + {a1} needs {minimum_clients(a1, f1)} groups of {agg.group_size} for f1={f1}"
+            groups, f1 = groups_needed(a1, agg.f, agg.group_size)
+            need = agg.group_size * groups
+            what = f"DETOX + {a1} needs {groups} groups of {agg.group_size} for f1={f1}"
         else:
             need = agg.minimum_clients()
             what = f"{agg.rule} needs at least {need} replies for f={agg.f}"
@@ -268,17 +267,14 @@ class RobustStrategyMixin:
             self.robust.weighting = "uniform"
         self.group_size, self.seed = int(group_size), int(seed)
 
-    def _global_or_zeros(self, server_round: int, entries, names):
-        """The round's global arrays, or, when ``aggregate_*`` is called without a prior
-        ``configure_*``, zeros in the layout that a strict majority of the readable replies
-        share: for a translation-equivariant rule, aggregating the replies' differences to
-        zero and adding them back to zero is exactly the rule on the replies themselves
-        (Flower's semantics for its own robust strategies). Returns ``(arrays, names)`` or
+    def _zeros_from_replies(self, server_round: int, entries, names):
+        """For ``aggregate_*`` called without a prior ``configure_*``: zeros in the layout that
+        a strict majority of the readable replies share. For a translation-equivariant rule,
+        aggregating the replies' differences to zero and adding them back to zero is exactly
+        the rule on the replies themselves (Flower's semantics for its own robust strategies). Returns ``(arrays, names)`` or
         ``(None, reason)`` where the rule needs the round's real global model."""
         from ..aggregation.registry import REGISTRY
 
-        if self._current is not None:
-            return self._current, names
         spec = REGISTRY.get(getattr(self.robust.aggregator, "rule", ""))
         if spec is None or not spec.translation_equivariant or self._groups is not None:
             return None, f"{self.robust.aggregator.rule} needs the round's global model (call configure_* first)"
