@@ -115,7 +115,7 @@ def test_every_built_in_rule_has_its_independent_checks(name):
         assert name in BOUNDS, f"{name}: add its paper's bound to tests/test_rules_reference.py BOUNDS"
         assert all(BOUNDS[name](f) == spec.minimum_clients(f) for f in range(6))
     # a float64 reference test
-    reference = (ROOT / "tests" / "test_rules_reference.py").read_text()
+    reference = "".join(p.read_text() for p in sorted((ROOT / "tests").glob("test_rules_reference*.py")))
     assert re.search(rf"\b{spec.fn.__name__}\(", reference), f"{name}: no reference test calls it"
     # a class in both APIs
     assert issubclass(strategies.strategy_class(name), strategies.RobustFedAvg)
@@ -182,3 +182,20 @@ def test_the_cli_refuses_an_unknown_attack_before_running(capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--strategies", "krumm", "--no-progress"])
     assert "unknown strategy 'krumm'" in capsys.readouterr().err
+
+
+def test_the_docs_rule_table_is_the_generated_one():
+    from flwr_byz.aggregation.registry import rule_table
+
+    text = (ROOT / "docs" / "strategies.md").read_text()
+    block = text.split("<!-- rule-table:start -->\n")[1].split("<!-- rule-table:end -->")[0]
+    assert block == rule_table(), "docs/strategies.md's rule table is stale: paste `flwr-byz rules` there"
+    assert all(REGISTRY[name].cost for name in REGISTRY), "every rule declares its cost"
+
+
+def test_cli_rules_prints_the_table(capsys):
+    from flwr_byz.aggregation.registry import rule_table
+    from flwr_byz.simulations.cli import main
+
+    assert main(["rules"]) == 0
+    assert capsys.readouterr().out == rule_table()

@@ -510,6 +510,13 @@ BOUNDS = {
     "signsgd_majority": lambda f: 2 * f + 1,
     "meamed": lambda f: 2 * f + 1,  # Xie, Koyejo & Gupta 2018: a majority of correct values
     "mda": lambda f: 2 * f + 1,  # El Mhamdi et al. 2020: n > 2f
+    "monna": lambda f: 2 * f + 1,  # Farhadkhani et al. 2023: n > 2f
+    "smea": lambda f: 2 * f + 1,  # Allouah et al. 2023: n > 2f
+    "caf": lambda f: 2 * f + 1,  # Allouah, Guerraoui & Stephan 2025: n > 2f (stops at n - 2f)
+    "dnc": lambda f: 2 * f + 1,  # Shejwalkar & Houmansadr 2021: an honest majority
+    "signguard": lambda f: 2 * f + 1,  # Xu et al. 2022: the honest majority is the largest cluster
+    "clustering": lambda f: 2 * f + 1,  # Sattler et al. 2020: the larger cluster is honest
+    "clipped_clustering": lambda f: 2 * f + 1,  # Li, Ngai & Voigt 2023: as Clustering
 }
 
 
@@ -690,16 +697,17 @@ def ref_meamed(X, f):
 
 
 def ref_mda(X, f):
-    """Every subset of n - f rows in lexicographic order; the first of minimum diameter."""
+    """Every subset of n - f rows; the one of minimum diameter, ties broken by the
+    within-subset distances sorted in decreasing order (lexicographically smallest)."""
     import itertools
 
     rows = _rows(X)
     n = len(rows)
-    best, chosen = math.inf, None
+    best, chosen = None, None
     for subset in itertools.combinations(range(n), n - f):
-        diameter = max((_sqdist(rows[i], rows[j]) for i, j in itertools.combinations(subset, 2)), default=0.0)
-        if diameter < best:
-            best, chosen = diameter, subset
+        key = sorted((_sqdist(rows[i], rows[j]) for i, j in itertools.combinations(subset, 2)), reverse=True)
+        if best is None or key < best:
+            best, chosen = key, subset
     d = len(rows[0])
     return np.array([sum(rows[i][j] for i in chosen) / len(chosen) for j in range(d)]), list(chosen)
 
@@ -726,9 +734,19 @@ def test_mda_hand():
     out, rep = mda(X, f=1, return_report=True)
     np.testing.assert_allclose(out, [1.0])
     assert rep.selected == [0, 1, 2] and rep.details["diameter"] == pytest.approx(2.0)
-    # ByzFL's documented example: tie between {0, 1} and {1, 2}; the first in order wins
+    # ByzFL's documented example: {0, 1} and {1, 2} tie completely (one distance each, equal);
+    # the first in index order wins, as in ByzFL
     B = np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]], dtype=np.float32)
     np.testing.assert_allclose(mda(B, f=1), [2.5, 3.5, 4.5])
+    # P, Q set the diameter 4 of both {P, Q, R1} and {P, Q, R2} (every other subset is wider);
+    # their other distances are 2.44 (R1) and 2.21 (R2): {P, Q, R2} is tighter, whatever the
+    # order of the clients (ByzFL would keep {P, Q, R1}, the first in index order)
+    P, Q, R1, R2, O = [0.0, 0.0], [2.0, 0.0], [1.0, 1.2], [1.0, -1.1], [50.0, 50.0]
+    T = np.array([P, Q, R1, R2, O], dtype=np.float64)
+    for order in ([0, 1, 2, 3, 4], [3, 2, 4, 1, 0]):
+        out, rep = mda(T[order], f=2, return_report=True)
+        np.testing.assert_allclose(out, [1.0, -1.1 / 3])
+        assert sorted(np.array(order)[rep.selected].tolist()) == [0, 1, 3]
     # a colluding pair far away cannot win against three tight honest points
     C = np.array([[0.0, 0], [0.1, 0], [0, 0.1], [50, 50], [50, 50]], dtype=np.float32)
     assert mda(C, f=2, return_report=True)[1].selected == [0, 1, 2]

@@ -9,22 +9,28 @@ Every rule checks its own bound on n and f before computing anything.
 from ._validate import ByzantineBoundError, as_update_matrix, nonfinite_rows
 from .bulyan import bulyan
 from .centered_clipping import centered_clipping
+from .clustering import clipped_clustering, clustering
 from .coordinate import meamed, median, trimmed_mean
+from .crfl import ParameterSmoothing
+from .dnc import dnc
 from .distances import pairwise_sq_distances
 from .geometric_median import geometric_median
 from .krum import krum, krum_scores, multi_krum
 from .mda import mda
 from .mean import mean
+from .monna import monna
 from .pipeline import PRE_AGGREGATORS, RULES, PreAggregator, RobustAggregator, minimum_clients
 from .registry import REGISTRY, RuleSpec, register_rule, resolve_rule
 from .preaggregation import adaptive_robust_clipping, bucketing, clip_norms, nearest_neighbor_mixing
 from .report import AggregationReport
+from .signguard import signguard
 from .signsgd import sign_majority_vote
+from .spectral import caf, smea
 
 __all__ = [
-    "AggregationReport", "ByzantineBoundError", "adaptive_robust_clipping", "PRE_AGGREGATORS", "PreAggregator", "REGISTRY", "RULES",
-    "RobustAggregator", "RuleSpec", "register_rule", "resolve_rule", "as_update_matrix", "bucketing", "bulyan", "centered_clipping",
-    "clip_norms", "geometric_median", "krum", "krum_scores", "mda", "meamed", "mean", "median", "minimum_clients",
+    "AggregationReport", "ByzantineBoundError", "ParameterSmoothing", "adaptive_robust_clipping", "PRE_AGGREGATORS", "PreAggregator", "REGISTRY", "RULES",
+    "RobustAggregator", "RuleSpec", "register_rule", "resolve_rule", "as_update_matrix", "bucketing", "bulyan", "caf", "centered_clipping", "clipped_clustering", "clustering", "dnc",
+    "clip_norms", "geometric_median", "krum", "krum_scores", "mda", "meamed", "mean", "median", "minimum_clients", "monna",
     "multi_krum", "nearest_neighbor_mixing", "nonfinite_rows", "pairwise_sq_distances",
-    "sign_majority_vote", "trimmed_mean",
+    "sign_majority_vote", "signguard", "smea", "trimmed_mean",
 ]

@@ -23,7 +23,7 @@ from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
-@register_rule("centered_clipping", bound=(2, 1), aliases=("cclip",), stateful=True, translation_equivariant=False,
+@register_rule("centered_clipping", cost="O(L n d), L iterations", bound=(2, 1), aliases=("cclip",), stateful=True, translation_equivariant=False,
                paper="Karimireddy, He & Jaggi, ICML 2021")
 def centered_clipping(
     updates,

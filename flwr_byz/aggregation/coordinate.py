@@ -16,7 +16,7 @@ from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
-@register_rule("median", bound=(2, 1), flower="FedMedian", strategy="FedMedian", coordinate_wise=True,
+@register_rule("median", cost="O(d n log n)", bound=(2, 1), flower="FedMedian", strategy="FedMedian", coordinate_wise=True,
                aliases=("coordinate_median",), paper="Yin, Chen, Ramchandran & Bartlett, ICML 2018")
 def median(updates, *, f: int = 0, return_report: bool = False):
     """Coordinate-wise median.
@@ -37,7 +37,7 @@ def median(updates, *, f: int = 0, return_report: bool = False):
     return (agg, AggregationReport("median", n, f)) if return_report else agg
 
 
-@register_rule("trimmed_mean", bound=(2, 1), flower="FedTrimmedAvg", strategy="FedTrimmedAvg",
+@register_rule("trimmed_mean", cost="O(d n log n)", bound=(2, 1), flower="FedTrimmedAvg", strategy="FedTrimmedAvg",
                coordinate_wise=True, paper="Yin, Chen, Ramchandran & Bartlett, ICML 2018")
 def trimmed_mean(updates, *, f: int, return_report: bool = False):
     """Coordinate-wise trimmed mean: drop the f largest and f smallest values, average the rest.
@@ -63,7 +63,7 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
     return (agg, AggregationReport("trimmed_mean", n, f, details={"trimmed_per_side": f})) if return_report else agg
 
 
-@register_rule("meamed", bound=(2, 1), aliases=("mean_around_median", "mean-around-median"), coordinate_wise=True,
+@register_rule("meamed", cost="O(d n log n)", bound=(2, 1), aliases=("mean_around_median", "mean-around-median"), coordinate_wise=True,
                paper='Xie, Koyejo & Gupta, "Generalized Byzantine-tolerant SGD", arXiv:1802.10116, 2018')
 def meamed(updates, *, f: int, return_report: bool = False):
     """Mean around the median (Meamed): per coordinate, the mean of the n - f values closest

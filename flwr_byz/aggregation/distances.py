@@ -201,3 +201,22 @@ def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = GRAM_COLUMNS) -> n
                 D[i, todo] = D[todo, i] = direct[todo]
                 unresolved[i, todo] = unresolved[todo, i] = False
     return D
+
+
+def cosine_distances(X: np.ndarray) -> np.ndarray:
+    """(n, n) float64 matrix of cosine distances 1 - cos(x_i, x_j) between the rows of X.
+
+    From the careful squared distances D (:func:`pairwise_sq_distances`) and the norms a_i
+    (direct): 1 - cos = (D_ij - (a_i - a_j)^2) / (2 a_i a_j), clipped to [0, 2]. No
+    normalised copy of X is made, and nearly equal updates (what ALIE sends) get their true
+    small distances instead of the rounding noise of 1 - x.y / (|x| |y|). A zero row is
+    taken as orthogonal to every other row (distance 1; 0 to another zero row).
+    """
+    D = pairwise_sq_distances(X)
+    a = distances_to(X, np.zeros(X.shape[1], dtype=X.dtype))
+    ab = a[:, None] * a[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        C = (D - (a[:, None] - a[None, :]) ** 2) / (2.0 * ab)
+    C = np.where(ab > 0, np.clip(C, 0.0, 2.0), np.where((a[:, None] == 0) & (a[None, :] == 0), 0.0, 1.0))
+    np.fill_diagonal(C, 0.0)
+    return C

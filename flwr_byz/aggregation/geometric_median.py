@@ -97,7 +97,7 @@ def _objective(alpha: np.ndarray, dist: np.ndarray) -> float:
     return math.fsum(alpha[finite] * dist[finite])
 
 
-@register_rule("geometric_median", bound=(2, 1), aliases=("rfa",),
+@register_rule("geometric_median", cost="O(T n d), T Weiszfeld steps", bound=(2, 1), aliases=("rfa",),
                paper="Pillutla, Kakade & Harchaoui, IEEE Trans. Signal Processing 2022 (RFA)")
 def geometric_median(
     updates,

@@ -38,7 +38,7 @@ def _ranked(scores: np.ndarray) -> np.ndarray:
     return np.argsort(scores, kind="stable")
 
 
-@register_rule("krum", bound=(2, 3), flower="Krum",
+@register_rule("krum", cost="O(n^2 d)", bound=(2, 3), flower="Krum",
                paper="Blanchard, El Mhamdi, Guerraoui & Stainer, NeurIPS 2017")
 def krum(updates, *, f: int, return_report: bool = False):
     """Krum: the single update with the lowest Krum score (n >= 2f + 3).
@@ -59,7 +59,7 @@ def krum(updates, *, f: int, return_report: bool = False):
     return agg
 
 
-@register_rule("multi_krum", bound=(2, 3), flower="MultiKrum", strategy="MultiKrum",
+@register_rule("multi_krum", cost="O(n^2 d)", bound=(2, 3), flower="MultiKrum", strategy="MultiKrum",
                paper="Blanchard, El Mhamdi, Guerraoui & Stainer, NeurIPS 2017")
 def multi_krum(updates, *, f: int, m: int | None = None, weights=None, return_report: bool = False):
     """Multi-Krum: the (weighted) average of the m updates with the lowest Krum scores.

@@ -30,7 +30,7 @@ def weighted_mean(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     return w.astype(X.dtype) @ X
 
 
-@register_rule("mean", bound=lambda f: 1 if f == 0 else NO_TOLERANCE, flower="FedAvg",
+@register_rule("mean", cost="O(n d)", bound=lambda f: 1 if f == 0 else NO_TOLERANCE, flower="FedAvg",
                strategy="RobustFedAvg", aliases=("fedavg",), bound_text="(no tolerance: f must be 0)",
                paper="McMahan et al., AISTATS 2017")
 def mean(updates, *, weights=None, f: int = 0, return_report: bool = False):

@@ -18,7 +18,8 @@ from .registry import REGISTRY, RULES, minimum_clients
 from .report import AggregationReport
 
 # The modules that declare the built-in rules (importing one registers its rules).
-RULE_MODULES = ("mean", "coordinate", "krum", "bulyan", "geometric_median", "centered_clipping", "signsgd", "mda")
+RULE_MODULES = ("mean", "coordinate", "krum", "bulyan", "geometric_median", "centered_clipping", "signsgd", "mda", "monna", "spectral", "dnc",
+                "signguard", "clustering")
 for _module in RULE_MODULES:
     importlib.import_module(f".{_module}", __package__)
 
@@ -70,6 +71,10 @@ class RobustAggregator:
             raise ValueError(f"unknown rule {rule!r}; choose from {sorted(REGISTRY)}")
         if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 0:
             raise ValueError(f"{rule}: f must be a non-negative integer, got {f!r}")
+        unknown = sorted(set(params) - set(REGISTRY[rule].params))
+        if unknown:
+            raise ValueError(f"{rule}: unknown parameter(s) {unknown}; its parameters: "
+                             f"{', '.join(f'{k}={v!r}' for k, v in REGISTRY[rule].params.items()) or 'none'}")
         self.rule, self.f, self.pre, self.params = rule, int(f), list(pre), dict(params)
         self._fn = REGISTRY[rule].fn
         self._takes_weights = REGISTRY[rule].weighted
@@ -90,6 +95,8 @@ class RobustAggregator:
         kwargs = dict(self.params)
         if self.rule != "mean" or self.f:
             kwargs["f"] = self.f
+        if kwargs.get("seed") is not None:  # a rule's own randomness: fresh per round, reproducible
+            kwargs["seed"] = (int(kwargs["seed"]), int(server_round))
         kwargs.update(call_params)  # per-round values (f of FedTrimmedAvg's beta, cclip's centre)
         if self._takes_weights and weights is not None:
             kwargs["weights"] = weights

@@ -2,7 +2,7 @@
 
 A rule is declared once, next to its function, with :func:`register_rule`::
 
-    @register_rule("krum", bound=(2, 3), paper="Blanchard et al., NeurIPS 2017",
+    @register_rule("krum", cost="O(n^2 d)", bound=(2, 3), paper="Blanchard et al., NeurIPS 2017",
                    flower="Krum", strategy="Krum")
     def krum(updates, *, f, return_report=False): ...
 
@@ -24,8 +24,9 @@ from typing import Callable, Iterator
 from ._validate import check_f
 
 # Keyword arguments of a rule that are not its own parameters: the data, f, weights, and
-# the per-round values the strategies pass (centered clipping's centre).
-_NOT_PARAMS = {"updates", "f", "weights", "return_report", "center", "groups"}
+# the per-round values the strategies pass (centered clipping's centre, ClippedClustering's
+# norm history).
+_NOT_PARAMS = {"updates", "f", "weights", "return_report", "center", "groups", "history"}
 NO_TOLERANCE = 2**62  # "no n is enough": the minimum n of a rule that tolerates no f > 0
 
 
@@ -45,6 +46,7 @@ class RuleSpec:
         coordinate_wise, translation_equivariant, stateful, needs_global: property flags
             for the tests and docs (``stateful``: the strategy passes the previous round's
             aggregate as ``center``).
+        cost: time in n (updates), d (coordinates) and f, for the docs' rule table.
     """
 
     name: str
@@ -59,12 +61,22 @@ class RuleSpec:
     translation_equivariant: bool = True
     stateful: bool = False
     needs_global: bool = False
+    cost: str = ""
     params: dict = field(default_factory=dict)
 
     @property
     def weighted(self) -> bool:
         """Whether the rule takes per-client weights."""
         return "weights" in inspect.signature(self.fn).parameters
+
+    @property
+    def state(self) -> str:
+        """What the strategy keeps across rounds for this rule (docs' rule table)."""
+        if self.stateful:
+            return "the previous aggregate"
+        if "history" in inspect.signature(self.fn).parameters:
+            return "the norms of all earlier updates"
+        return "none"
 
     @property
     def class_name(self) -> str:
@@ -129,14 +141,14 @@ REGISTRY = _Registry()
 RULES: Mapping[str, Callable] = _Functions()
 
 
-def register_rule(name: str, *, bound, paper: str, **flags):
+def register_rule(name: str, *, bound, paper: str, cost: str = "", **flags):
     """Decorator declaring a rule (see :class:`RuleSpec` for the fields). The rule's own
     parameters and their defaults are read from its signature."""
 
     def deco(fn: Callable) -> Callable:
         params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
                   if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_PARAMS}
-        REGISTRY.add(RuleSpec(name=name, fn=fn, bound=bound, paper=paper, params=params, **flags))
+        REGISTRY.add(RuleSpec(name=name, fn=fn, bound=bound, paper=paper, cost=cost, params=params, **flags))
         return fn
 
     return deco
@@ -169,3 +181,15 @@ def check_bound(rule: str, n: int, f) -> None:
 def minimum_clients(rule: str, f: int) -> int:
     """Smallest n for which ``rule`` tolerates ``f`` Byzantine clients (from its spec)."""
     return REGISTRY[rule].minimum_clients(f)
+
+
+def rule_table() -> str:
+    """The markdown table of every registered rule (docs/strategies.md holds it verbatim,
+    ``flwr-byz rules`` prints it): name, paper, f bound, weights, state, cost."""
+    lines = ["| rule | paper | needs | reported weights | state across rounds | time |",
+             "|---|---|---|---|---|---|"]
+    for spec in sorted(REGISTRY.values(), key=lambda s: s.name):
+        needs = "f = 0" if spec.name == "mean" else f"n >= {spec.formula()}"
+        weights = "used (per the weight policy)" if spec.weighted else "ignored"
+        lines.append(f"| `{spec.name}` | {spec.paper} | {needs} | {weights} | {spec.state} | {spec.cost} |")
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
-@register_rule("signsgd_majority", bound=(2, 1), strategy="SignSGDMajority", coordinate_wise=True,
+@register_rule("signsgd_majority", cost="O(n d)", bound=(2, 1), strategy="SignSGDMajority", coordinate_wise=True,
                translation_equivariant=False, paper="Bernstein, Zhao, Azizzadenesheli & Anandkumar, ICLR 2019")
 def sign_majority_vote(updates, *, f: int = 0, server_lr: float = 1e-3, return_report: bool = False):
     """Majority vote of the clients' signs, scaled by the server step size.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..aggregation import PreAggregator
 
 RUN_DEFAULTS: dict[str, Any] = {
     "num-rounds": 3,
@@ -86,15 +85,15 @@ def build_strategy(settings: dict):
     an alias; case, ``-`` and ``_`` do not matter. ``f`` is the number of
     Byzantine nodes it tolerates; ``strategy-params`` (a JSON object) adds the class's own
     arguments (``num_nodes_to_select``, ``group_size``, ``beta``, ...), optionally
-    ``"pre": [{"kind": "bucketing", "s": 2}, ...]`` pre-aggregators and the weight policy
-    (``"weighting"``, ``"weight_cap"``).
+    ``"pre": [{"kind": "bucketing", "s": 2}, ...]`` pre-aggregators, CRFL's
+    ``"crfl": {"clip_norm": 10, "noise_std": 0.01}`` and the weight policy (``"weighting"``,
+    ``"weight_cap"``): :func:`flwr_byz.strategies.options.split_strategy_params`.
     """
     from .. import strategies
+    from ..strategies.options import split_strategy_params
     from ..strategies.rule_classes import resolve_strategy
 
-    params = json_param(settings["strategy-params"], "strategy-params")
-    pre = [PreAggregator(p.pop("kind"), **p) for p in (dict(x) for x in params.pop("pre", []))]
-    policy = {k: params.pop(k) for k in ("weighting", "weight_cap") if k in params}  # the strategy's, not the rule's
+    params, options = split_strategy_params(json_param(settings["strategy-params"], "strategy-params"))
     f = settings["f"]
     if isinstance(f, bool) or not isinstance(f, (int, float)) or f != int(f) or f < 0:
         raise ValueError(f"run config f must be a non-negative integer, got {f!r}")
@@ -104,9 +103,12 @@ def build_strategy(settings: dict):
         fraction_train=float(settings["fraction-train"]), fraction_evaluate=float(settings["fraction-evaluate"]),
         min_train_nodes=min_nodes, min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes,
         server_learning_rate=float(settings["server-lr"]), server_momentum=float(settings["server-momentum"]),
-        pre_aggregators=pre, **policy,
+        **options,
     )
     cls = resolve_strategy(settings["strategy"], strategies)
+    spec = getattr(cls, "rule_spec", None)
+    if spec is not None and "seed" in spec.params and params.get("seed") is None:
+        params["seed"] = int(settings["seed"])  # DnC, SignGuard: reproducible draws per (seed, round)
     if cls is strategies.RobustFedAvg:
         return cls(rule="mean", num_malicious_nodes=0, rule_params=params, **common)
     if cls is strategies.MultiKrum:

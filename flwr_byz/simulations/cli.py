@@ -69,6 +69,14 @@ def _check_grid(strategies, attacks, num_clients, num_malicious, base: dict) -> 
     except ValueError as err:
         usage_error(str(err))
     r = int(dict(base.get("strategy_params") or {}).get("group_size", 3))
+    from ..strategies.options import split_strategy_params
+
+    own, _ = split_strategy_params(base.get("strategy_params") or {})
+    for s in strategies:
+        unknown = sorted(set(own) - set(REGISTRY[s].params)) if not s.startswith("detox-") else []
+        if unknown:
+            usage_error(f"--strategy-params: {s} has no parameter(s) {unknown}; its parameters: "
+                        f"{', '.join(f'{k}={v!r}' for k, v in REGISTRY[s].params.items()) or 'none'}")
     for n in num_clients:
         if n < 1:
             usage_error(f"--num-clients must be >= 1, got {n}")
@@ -171,6 +179,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="what the clients' reported numbers of examples may do (default: raw for mean, "
                         "uniform for every robust rule; docs/strategies.md)")
     p.add_argument("--weight-cap", type=float, default=None, help="c of --weighting capped (default 2)")
+    p.add_argument("--strategy-params", default="{}",
+                   help='JSON: the rule\'s own parameters (e.g. \'{"sub_dim": 5000}\' for dnc; `flwr-byz rules` '
+                        'and docs/strategies.md list them), "pre": [{"kind": "bucketing", "s": 2}] pre-aggregators '
+                        '(clip, bucketing, nnm, arc), "crfl": {"clip_norm": 10, "noise_std": 0.01}')
 
 
 def _base(args) -> dict:
@@ -179,8 +191,15 @@ def _base(args) -> dict:
                 rounds=args.rounds or DEMO["rounds"], local_epochs=args.local_epochs or DEMO["local_epochs"], local_steps=args.local_steps,
                 batch_size=args.batch_size, lr=args.lr, server_lr=args.server_lr,
                 server_momentum=args.server_momentum, partitioning=args.partitioning, alpha=args.alpha, seed=args.seed)
-    if policy:
-        base["strategy_params"] = policy
+    from ..strategies.options import split_strategy_params
+
+    params = {**json_object(args.strategy_params, "--strategy-params"), **policy}
+    try:
+        split_strategy_params(params)
+    except (TypeError, ValueError) as err:
+        usage_error(f"--strategy-params: {err}")
+    if params:
+        base["strategy_params"] = params
     return base
 
 
@@ -278,6 +297,13 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_rules(args) -> int:
+    from ..aggregation.registry import rule_table
+
+    print(rule_table(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flwr-byz", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"])
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("rules", help="every aggregation rule: paper, f bound, weights, state, cost (markdown)")
+    p.set_defaults(func=cmd_rules)
     p = sub.add_parser("plot", help="PNG plots of a results.jsonl")
     p.add_argument("results", help="results.jsonl or the folder holding it")
     p.add_argument("--out", default=None)

@@ -349,20 +349,27 @@ class CellRecorder:
 
 def make_strategy(cell: RunConfig):
     """The flwr-byz Message-API strategy a cell names (``detox-<rule>`` or a rule name); the
-    cell's ``strategy_params`` are the rule's, except ``weighting`` and ``weight_cap``
-    (the weight policy)."""
+    cell's ``strategy_params`` are the rule's, except the strategy's own options (``pre``,
+    ``crfl``, ``weighting``, ``weight_cap``: :func:`~flwr_byz.strategies.options.split_strategy_params`); a rule with its own randomness gets the cell's seed unless the
+    parameters give one."""
     from .. import strategies
+    from ..aggregation import REGISTRY
+    from ..strategies.options import split_strategy_params
 
-    params = dict(cell.strategy_params)
-    policy = {k: params.pop(k) for k in ("weighting", "weight_cap") if k in params}  # the strategy's, not the rule's
+    params, options = split_strategy_params(cell.strategy_params)  # pre, crfl, the weight policy
     common = dict(num_malicious_nodes=cell.tolerated, server_learning_rate=cell.server_lr,
                   server_momentum=cell.server_momentum, fraction_train=1.0, fraction_evaluate=0.0,
-                  min_train_nodes=cell.num_clients, min_available_nodes=cell.num_clients, **policy)
+                  min_train_nodes=cell.num_clients, min_available_nodes=cell.num_clients, **options)
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addFilter(_NO_FEDERATED_EVALUATION_NOTE)  # the harness evaluates on the server, by design
+    rule = cell.strategy.removeprefix("detox-")
+    if "seed" in REGISTRY[rule].params:  # a randomised rule (DnC, SignGuard) draws per (seed, round)
+        own = params.setdefault("a1_params", {}) if rule != cell.strategy else params
+        if own.get("seed") is None:
+            own["seed"] = cell.seed
     try:
         if cell.strategy.startswith("detox-"):
-            return strategies.Detox(a1=cell.strategy.removeprefix("detox-"), **params, **common)
+            return strategies.Detox(a1=rule, **params, **common)
         return strategies.RobustFedAvg(rule=cell.strategy, rule_params=params, **common)
     finally:
         flwr_logger.removeFilter(_NO_FEDERATED_EVALUATION_NOTE)

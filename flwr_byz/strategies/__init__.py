@@ -9,23 +9,31 @@ name, Flower's name or an alias), in either module.
 """
 
 from .message_api import (
+    CAF,
     Bulyan,
     CenteredClipping,
+    ClippedClustering,
+    Clustering,
     Detox,
+    DnC,
     FedMedian,
     FedTrimmedAvg,
     GeometricMedian,
     Krum,
     MDA,
     Meamed,
+    MoNNA,
     MultiKrum,
     RobustFedAvg,
+    SignGuard,
     SignSGDMajority,
+    SMEA,
     TrimmedMean,
     strategy_class,
 )
 
 __all__ = [
-    "Bulyan", "CenteredClipping", "Detox", "FedMedian", "FedTrimmedAvg", "GeometricMedian", "Krum",
-    "MDA", "Meamed", "MultiKrum", "RobustFedAvg", "SignSGDMajority", "TrimmedMean", "strategy_class",
+    "Bulyan", "CAF", "CenteredClipping", "ClippedClustering", "Clustering", "Detox", "DnC", "FedMedian",
+    "FedTrimmedAvg", "GeometricMedian", "Krum", "MDA", "Meamed", "MoNNA", "MultiKrum", "RobustFedAvg", "SMEA",
+    "SignGuard", "SignSGDMajority", "TrimmedMean", "strategy_class",
 ]

@@ -34,17 +34,19 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         weighting, weight_cap: the weight policy for ``FitRes.num_examples`` (``"uniform"``
             by default for every robust rule, ``"raw"`` for ``rule="mean"``; see
             :class:`flwr_byz.strategies.RobustFedAvg` and docs/strategies.md).
+        parameter_smoothing: CRFL's clip-and-perturb step on every new global model
+            (:class:`flwr_byz.aggregation.ParameterSmoothing`), or None.
         **kwargs: legacy ``FedAvg`` arguments, unchanged.
     """
 
     def __init__(self, *, rule: str = "mean", num_malicious_clients: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
-                 **kwargs):
+                 parameter_smoothing=None, **kwargs):
         super().__init__(**kwargs)
         self.num_malicious_clients = num_malicious_clients
         self._setup_robust(rule, num_malicious_clients, pre_aggregators, rule_params,
-                           server_learning_rate, server_momentum, weighting, weight_cap)
+                           server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing)
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
         self._current = parameters_to_ndarrays(parameters)
@@ -192,4 +194,11 @@ CenteredClipping = strategy_class.make("centered_clipping")
 SignSGDMajority = strategy_class.make("signsgd_majority")
 Meamed = strategy_class.make("meamed")
 MDA = strategy_class.make("mda")
+MoNNA = strategy_class.make("monna")
+SMEA = strategy_class.make("smea")
+CAF = strategy_class.make("caf")
+DnC = strategy_class.make("dnc")
+SignGuard = strategy_class.make("signguard")
+Clustering = strategy_class.make("clustering")
+ClippedClustering = strategy_class.make("clipped_clustering")
 TrimmedMean = FedTrimmedAvg  # the rule's usual name

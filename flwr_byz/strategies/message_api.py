@@ -41,15 +41,19 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             the median reported weight) or ``"raw"`` (FedAvg's semantics, the default of
             ``rule="mean"``: one node can buy any influence). docs/strategies.md.
         weight_cap: c >= 1 of ``weighting="capped"``.
+        parameter_smoothing: ``ParameterSmoothing(clip_norm=rho, noise_std=sigma, seed=...)``
+            (CRFL, Xie et al., ICML 2021): every new global model is clipped to norm rho and
+            perturbed with N(0, sigma^2) noise; composes with any rule.
     """
 
     def __init__(self, *args, rule: str = "mean", num_malicious_nodes: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
-                 server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0, **kwargs):
+                 server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
+                 parameter_smoothing=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_malicious_nodes = num_malicious_nodes
         self._setup_robust(rule, num_malicious_nodes, pre_aggregators, rule_params,
-                           server_learning_rate, server_momentum, weighting, weight_cap)
+                           server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing)
         self._sent: list[Message] = []
 
     def summary(self) -> None:
@@ -218,4 +222,11 @@ CenteredClipping = strategy_class.make("centered_clipping")
 SignSGDMajority = strategy_class.make("signsgd_majority")
 Meamed = strategy_class.make("meamed")
 MDA = strategy_class.make("mda")
+MoNNA = strategy_class.make("monna")
+SMEA = strategy_class.make("smea")
+CAF = strategy_class.make("caf")
+DnC = strategy_class.make("dnc")
+SignGuard = strategy_class.make("signguard")
+Clustering = strategy_class.make("clustering")
+ClippedClustering = strategy_class.make("clipped_clustering")
 TrimmedMean = FedTrimmedAvg  # the rule's usual name

@@ -10,6 +10,8 @@ the global model is kept.
 
 from __future__ import annotations
 
+import inspect
+
 import time
 from collections import Counter
 from logging import ERROR, INFO, WARNING
@@ -52,11 +54,15 @@ class RobustRound:
         trim_fraction: when set, f is recomputed each round as int(trim_fraction * n)
             (Flower's ``FedTrimmedAvg(beta=...)`` semantics).
         use_history_center: pass the previous round's aggregate update as ``center``
-            (centered clipping).
+            (centered clipping, MoNNA's pivot).
+        norm_history: the norms of every update aggregated so far, passed as ``history`` to
+            a rule that takes it (ClippedClustering's clipping threshold).
         server_learning_rate, server_momentum: the global model moves by
             ``server_learning_rate * v`` with ``v <- server_momentum * v + aggregate``
             (FedAvgM's server momentum, Hsu et al. 2019; the ALIE paper's server uses 0.9).
             Defaults (1, 0) apply the aggregate as it is.
+        parameter_smoothing: a :class:`~flwr_byz.aggregation.crfl.ParameterSmoothing` (CRFL)
+            applied to every new global model, or None.
         weighting, weight_cap: the weight policy (:func:`flwr_byz.updates.policy_weights`):
             what the reported numbers of examples may do. Default: ``"raw"`` for the plain
             mean (FedAvg), ``"uniform"`` for every robust rule.
@@ -64,8 +70,10 @@ class RobustRound:
 
     def __init__(self, aggregator: RobustAggregator, *, trim_fraction: float | None = None,
                  use_history_center: bool = False, server_learning_rate: float = 1.0,
-                 server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0):
+                 server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
+                 parameter_smoothing=None):
         self.aggregator = aggregator
+        self.parameter_smoothing = parameter_smoothing
         self.trim_fraction = trim_fraction
         self.use_history_center = use_history_center
         self.server_learning_rate, self.server_momentum = float(server_learning_rate), float(server_momentum)
@@ -85,6 +93,10 @@ class RobustRound:
         self.velocity: np.ndarray | None = None
         self.history: list[dict] = []
         self.last_update: np.ndarray | None = None
+        # a rule whose state is the norms of all earlier updates (ClippedClustering)
+        fn = getattr(aggregator, "_fn", None)
+        self.keeps_norm_history = fn is not None and "history" in inspect.signature(fn).parameters
+        self.norm_history: list[np.ndarray] = []
 
     def _screen(self, replies, weights: dict):
         """Per-reply checks that need no model: one reply per id, a valid weight.
@@ -158,6 +170,8 @@ class RobustRound:
             entry["groups"] = [[str(c) for c in g] for g in groups]
         if self.use_history_center and self.last_update is not None and self.last_update.shape == (X.shape[1],):
             call["center"] = self.last_update.astype(X.dtype, copy=False)
+        if self.keeps_norm_history:
+            call["history"] = np.concatenate(self.norm_history) if self.norm_history else None
         w = policy_weights([reported[c] for c in kept], self.weighting, self.weight_cap)
         try:
             agg, report = self.aggregator(X, weights=w, server_round=server_round, **call)
@@ -177,12 +191,17 @@ class RobustRound:
             with np.errstate(over="ignore", invalid="ignore"):
                 step = self.server_learning_rate * step
         new_arrays = apply_update(layout, global_arrays, step)
+        if self.parameter_smoothing is not None:  # CRFL: clip and perturb the new global model
+            new_arrays, smoothing = self.parameter_smoothing.apply(new_arrays, server_round)
+            report.details.update(smoothing)
         broken = nonfinite_arrays(layout, new_arrays)
         if broken or not np.isfinite(step).all():
             return self._skip(entry, metrics, server_round,
                               f"the new global model would not be finite or would not fit its dtype "
                               f"(arrays {broken[:5]}); keeping the global model and the server momentum", t0)
         self.last_update = agg
+        if self.keeps_norm_history and isinstance(report.details.get("norms"), np.ndarray):
+            self.norm_history.append(report.details["norms"])
         if self.server_momentum:
             self.velocity = velocity
         elapsed = time.perf_counter() - t0
@@ -223,12 +242,13 @@ class RobustStrategyMixin:
     _history_center = False
 
     def _setup_robust(self, rule: str, f: int, pre, rule_params, server_learning_rate: float,
-                      server_momentum: float, weighting: str | None = None, weight_cap: float = 2.0) -> None:
+                      server_momentum: float, weighting: str | None = None, weight_cap: float = 2.0,
+                      parameter_smoothing=None) -> None:
         self.robust = RobustRound(
             RobustAggregator(rule, f=f, pre=pre, **(rule_params or {})),
             trim_fraction=self._trim_fraction, use_history_center=self._history_center,
             server_learning_rate=server_learning_rate, server_momentum=server_momentum,
-            weighting=weighting, weight_cap=weight_cap,
+            weighting=weighting, weight_cap=weight_cap, parameter_smoothing=parameter_smoothing,
         )
         self._current = None
         self._groups = None
