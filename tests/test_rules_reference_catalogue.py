@@ -449,3 +449,21 @@ def test_cosine_distances_resolve_near_identical_updates():
     # zero rows: orthogonal to the others, at distance 0 from each other
     Z = np.vstack([np.zeros((2, 3)), np.eye(3)[:1]])
     np.testing.assert_allclose(cosine_distances(Z), [[0, 0, 1], [0, 0, 1], [1, 1, 0]])
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+@pytest.mark.parametrize("magnitude", [1e30, 1e200, 1e307])
+def test_catalogue_rules_shrug_off_updates_at_the_edge_of_float64(name, magnitude):
+    # f = 2 updates whose squared norms overflow float64: the eigenproblems, the cosine
+    # distances and the norms must stay finite, and the honest majority must win
+    from flwr_byz.aggregation import RULES
+
+    H = updates(5, 9, 6, offset=0.3).astype(np.float64)
+    X = np.vstack([H, np.full((2, 6), magnitude), -np.full((1, 6), magnitude)[:, :]])[:11]
+    kwargs = {"seed": 0} if name in ("dnc", "signguard") else {}
+    out = RULES[name](X, f=2, **kwargs)
+    assert np.isfinite(out).all()
+    if name == "clustering":
+        return  # directions only: two huge updates along the honest mean's direction can join
+        # the larger cluster (the weakness ClippedClustering's clipping removes)
+    assert np.linalg.norm(out) <= np.linalg.norm(H, axis=1).max() + 1e-9, name

@@ -57,8 +57,10 @@ def clustering(updates, *, f: int = 0, linkage: str = "complete", return_report:
     """Clustering: the mean of the larger of two agglomerative clusters of the updates by
     cosine distance (n >= 2f + 1).
 
-    Cost: one O(n^2 d) distance matrix on a normalised copy of X (n d extra floats), then
-    scikit-learn's clustering on n points.
+    Cosine distances see directions only: an update far larger than the honest ones but
+    pointing their way can join the larger cluster and move the mean arbitrarily far (no
+    magnitude bound; ClippedClustering clips first). Cost: one O(n^2 d) distance matrix,
+    then scikit-learn's clustering on n points.
 
     Args:
         updates: (n, d) matrix of client updates.

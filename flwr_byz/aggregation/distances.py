@@ -214,9 +214,25 @@ def cosine_distances(X: np.ndarray) -> np.ndarray:
     """
     D = pairwise_sq_distances(X)
     a = distances_to(X, np.zeros(X.shape[1], dtype=X.dtype))
-    ab = a[:, None] * a[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ab = a[:, None] * a[None, :]
         C = (D - (a[:, None] - a[None, :]) ** 2) / (2.0 * ab)
     C = np.where(ab > 0, np.clip(C, 0.0, 2.0), np.where((a[:, None] == 0) & (a[None, :] == 0), 0.0, 1.0))
+    # entries the identity cannot give (norms or distances beyond float64's range: only huge
+    # updates): directly from the unit rows, each scaled by its largest entry first
+    for i in np.unique(np.nonzero(~np.isfinite(C))[0]):
+        ui = _unit_row(X, i)
+        for j in np.flatnonzero(~np.isfinite(C[i])):
+            C[i, j] = C[j, i] = min(max(0.5 * float(np.sum((ui - _unit_row(X, j)) ** 2)), 0.0), 2.0)
     np.fill_diagonal(C, 0.0)
     return C
+
+
+def _unit_row(X: np.ndarray, i: int) -> np.ndarray:
+    """Row i of X as a float64 unit vector (zeros for a zero row), safe for any finite row."""
+    row = X[i].astype(np.float64)
+    top = np.abs(row).max()
+    if not top > 0:
+        return np.zeros_like(row)
+    row /= top
+    return row / np.linalg.norm(row)

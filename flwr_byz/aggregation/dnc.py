@@ -9,8 +9,9 @@ and keeps the n - floor(filter_frac * f) lowest scores; the updates kept by ever
 averaged.
 
 The top singular direction comes from the n x n centred Gram matrix of the sampled
-columns (its top eigenpair (lambda, u) gives the scores lambda u_i^2), built from the
-pairwise distances of the sampled columns, so nearly equal updates do not cancel.
+columns (:func:`~flwr_byz.aggregation.spectral.top_eigen`), built from the pairwise
+distances of the sampled columns, so nearly equal updates do not cancel and huge ones do not
+overflow.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .distances import pairwise_sq_distances
 from .mean import weighted_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
-from .spectral import centred_gram
+from .spectral import top_eigen
 
 
 @register_rule("dnc", cost="O(iters n^2 b + n d), b = sub_dim", bound=(2, 1), strategy="DnC", aliases=("divide_and_conquer",),
@@ -69,8 +70,7 @@ def dnc(updates, *, f: int, sub_dim: int = 10_000, num_iters: int = 5, filter_fr
         else:
             cols = np.sort(rng.choice(d, size=int(sub_dim), replace=False))
             D = pairwise_sq_distances(np.ascontiguousarray(X[:, cols]))
-        values, vectors = np.linalg.eigh(centred_gram(D, w))
-        scores = max(float(values[-1]), 0.0) * vectors[:, -1] ** 2  # ((x_i - mu) . v)^2
+        scores = top_eigen(D, w)[1] ** 2  # ((x_i - mu) . v)^2
         good = np.argsort(scores, kind="stable")[: n - removed]
         mask = np.zeros(n, dtype=bool)
         mask[good] = True

@@ -42,18 +42,33 @@ def centred_gram(D: np.ndarray, w: np.ndarray) -> np.ndarray:
     return -0.5 * (D - r[:, None] - r[None, :] + w @ r)
 
 
-def _top_eigen(D: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray]:
+def scaled(D: np.ndarray) -> tuple[np.ndarray, float]:
+    """(D / s, s) with every entry of D / s in [0, 1]: squared distances beyond float64's
+    range (an update near 1e154) are capped first, so that the eigenproblems below see no
+    inf and no overflow whatever a client sends. The eigenvalues of a matrix built from D
+    scale with s, its eigenvectors do not."""
+    D = np.nan_to_num(D, nan=0.0, posinf=np.finfo(np.float64).max / (16.0 * max(D.shape[0], 1) ** 2))
+    top = float(D.max()) if D.size else 0.0
+    return (D / top, top) if top > 0 else (D, 1.0)
+
+
+def top_eigen(D: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray]:
     """(lambda_max, projections): the largest eigenvalue of the w-weighted covariance of the
-    points behind D (w sums to 1), and every point's projection (x_i - mu) . v on its unit
-    top eigenvector v (zeros when lambda_max is 0)."""
-    K = centred_gram(D, w)
-    root = np.sqrt(w)
+    points behind D (w >= 0, summing to 1), and each weighted point's projection
+    (x_i - mu) . v on the unit top eigenvector v (0 for the points of weight 0, which have
+    no part in mu or the covariance; zeros everywhere when lambda_max is 0)."""
+    on = np.flatnonzero(w > 0)
+    Dw, scale = scaled(D[np.ix_(on, on)])
+    K = centred_gram(Dw, w[on])
+    root = np.sqrt(w[on])
     values, vectors = np.linalg.eigh(root[:, None] * K * root[None, :])
     lam, u = float(values[-1]), vectors[:, -1]
+    proj = np.zeros(D.shape[0])
     if not lam > 0:
-        return max(lam, 0.0), np.zeros(D.shape[0])
+        return 0.0, proj
     # v = Y^T W^(1/2) u / sqrt(lam), so Y v = K W^(1/2) u / sqrt(lam)
-    return lam, K @ (root * u) / math.sqrt(lam)
+    proj[on] = K @ (root * u) / math.sqrt(lam) * math.sqrt(scale)
+    return lam * scale, proj
 
 
 @register_rule("smea", cost="O(n^2 d + C(n, f) (n - f)^3)", bound=(2, 1), aliases=("smallest_maximum_eigenvalue_averaging",), strategy="SMEA",
@@ -84,7 +99,7 @@ def smea(updates, *, f: int, return_report: bool = False):
     if total > MAX_SUBSETS:
         raise ValueError(f"smea: exact search over C({n}, {f}) = {total:.3g} subsets exceeds {MAX_SUBSETS:,}; "
                          f"use fewer clients per round, a smaller f, or another rule (caf approximates it)")
-    D = pairwise_sq_distances(X)
+    D, unit = scaled(pairwise_sq_distances(X))  # in [0, 1]: no overflow; eigenvalues scale by unit
     k = n - f
     J = np.eye(k) - 1.0 / k  # centring matrix: K_S = -1/2 J D_S J
     floor = 1e-12 * float(D.max()) / k
@@ -99,7 +114,9 @@ def smea(updates, *, f: int, return_report: bool = False):
         if not batch.size:
             break
         DS = D[batch[:, :, None], batch[:, None, :]]
-        top = np.linalg.eigvalsh(-0.5 * J @ DS @ J)[:, -1] / k
+        size = DS.max(axis=(1, 2))[:, None, None]  # each subset scaled to [0, 1]: no overflow
+        size = np.where(size > 0, size, 1.0)
+        top = np.linalg.eigvalsh(-0.5 * J @ (DS / size) @ J)[:, -1] * size[:, 0, 0] / k
         # eigenvalues of equal covariances differ in their last bits with the order of the
         # rows: values within ``slack`` of the minimum tie, and the first subset wins
         i = int(np.argmax(top <= top.min() + slack(top.min())))
@@ -110,7 +127,7 @@ def smea(updates, *, f: int, return_report: bool = False):
     agg = weighted_mean(X, mask)
     if return_report:
         return agg, AggregationReport("smea", n, f, selected=selected.tolist(),
-                                      details={"max_eigenvalue": max(best, 0.0)})
+                                      details={"max_eigenvalue": max(best, 0.0) * unit})
     return agg
 
 
@@ -152,10 +169,10 @@ def caf(updates, *, f: int, return_report: bool = False):
     best, best_c, steps = np.inf, c, 0
     while c.sum() > n - 2 * f:
         steps += 1
-        lam, proj = _top_eigen(D, c / c.sum())
+        lam, proj = top_eigen(D, c / c.sum())
         if lam < best:
             best, best_c = lam, c.copy()
-        tau = proj**2
+        tau = proj**2  # 0 for the updates at weight 0
         top = tau[c > 0].max()  # over the updates still weighted (see the docstring)
         if not top > 0:
             break
