@@ -42,7 +42,8 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 # Keys of the round's train config (sent by the server; read by TorchClient.honest_update).
-TRAIN_KEYS = ("local-epochs", "local-steps", "batch-size", "lr", "momentum", "seed")
+TRAIN_KEYS = ("local-epochs", "local-steps", "batch-size", "lr", "momentum", "seed", "server-lr")
+# server-lr: model replacement's gamma = n / eta needs the server's eta
 
 def run_settings(run_config) -> dict[str, Any]:
     """The run config with every key present (defaults filled in)."""

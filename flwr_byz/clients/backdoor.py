@@ -33,7 +33,8 @@ The honest client must expose what :class:`~flwr_byz.clients.honest.TorchClient`
 ``momentum``, ``batch_size``, ``local_epochs``, ``local_steps``, ``seed``, ``partition_id``
 and ``device``; the round's fit config overrides the hyper-parameters as it does for the
 honest client (``lr``, ``momentum``, ``batch-size``, ``local-epochs``, ``local-steps``).
-Backdoor clients always train on their own partition (DETOX shard keys are ignored).
+Under DETOX a backdoor client trains, poisoned, on its group's shard (what its honest client's
+``training_data`` gives for the round's config), as every data-poisoning attack does.
 
 Replies carry ``attack.*`` metrics: ``attack.malicious`` = 1, ``attack.backdoor`` ("pixel" or
 "sample"), ``attack.backdoor-target``, ``attack.backdoor-fraction``, and per attack
@@ -122,25 +123,35 @@ class _BackdoorBase(NumPyClient):
                 "attack.backdoor-target": int(self.backdoor.target), "attack.backdoor-fraction": self.fraction,
                 "partition-id": int(getattr(h, "partition_id", 0))}
 
-    def _poisoned_data(self):
-        """(x, y, poison_fn) of the round: the local data and the per-batch poisoning."""
+    def _poisoned_data(self, config):
+        """(x, y, seed, poison_fn) of the round: the data the client trains on (its
+        partition, or its DETOX group's shard: ``training_data`` of a TorchClient-like
+        client) and the per-batch poisoning. A :class:`SampleBackdoor`'s chosen samples are
+        the client's own; on a shard they are mixed into the shard's batches."""
         h, b, fraction = self.honest, self.backdoor, self.fraction
-        x, y = np.asarray(h.x), np.asarray(h.y)
+        own_x, own_y = np.asarray(h.x), np.asarray(h.y)
+        if hasattr(h, "training_data"):
+            x, y, seed = h.training_data(config)
+            x, y = np.asarray(x), np.asarray(y)
+        else:
+            x, y = own_x, own_y
+            seed = round_seed(int(getattr(h, "seed", 0)), int(config.get("server-round", 0)),
+                              int(getattr(h, "partition_id", 0)))
         if isinstance(b, PixelTrigger):
-            return x, y, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng)
-        y_relabelled = b.relabel(y)
-        return x, y_relabelled, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng, source=(x, y))
+            return x, y, seed, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng)
+        on_own = x is own_x or (x.shape == own_x.shape and np.array_equal(x, own_x))
+        if on_own:  # the chosen samples stay in the data, relabelled
+            y = b.relabel(y)
+        return x, y, seed, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng, source=(own_x, own_y))
 
     def _train(self, parameters, config, *, start=None, loss_weight: float = 1.0, prox_fn=None):
         """Train the honest client's model on the poisoned data from ``start`` (default: the
         global weights); returns (weights, loss). ``prox_fn(model, lr)`` builds ``prox``."""
         h = self.honest
-        server_round = int(config.get("server-round", 0))
-        seed = round_seed(int(getattr(h, "seed", 0)), server_round, int(getattr(h, "partition_id", 0)))
         lr = float(config.get("lr", getattr(h, "lr", 0.1)))
         steps_cfg = int(config.get("local-steps", 0) or 0)
         steps = steps_cfg if steps_cfg > 0 else getattr(h, "local_steps", None)
-        x, y, poison_fn = self._poisoned_data()
+        x, y, seed, poison_fn = self._poisoned_data(config)
         model = h.model
         set_weights(model, parameters if start is None else start)
         device = getattr(h, "device", None) or pick_device()
@@ -150,6 +161,7 @@ class _BackdoorBase(NumPyClient):
             momentum=float(config.get("momentum", getattr(h, "momentum", 0.0))), seed=seed, steps=steps,
             device=device, loss_weight=loss_weight, prox=None if prox_fn is None else prox_fn(model, lr),
         )
+        self._trained_on = len(x)  # the reply's number of examples: what was trained on
         return get_weights(model), float(loss)
 
 
@@ -169,7 +181,7 @@ class BackdoorClient(_BackdoorBase):
 
     def fit(self, parameters, config):
         weights, loss = self._train([np.copy(p) for p in parameters], config)
-        return weights, len(self.honest.x), {**self._metrics(), "train_loss": loss}
+        return weights, self._trained_on, {**self._metrics(), "train_loss": loss}
 
 
 class ModelReplacementClient(_BackdoorBase):
@@ -202,7 +214,7 @@ class ModelReplacementClient(_BackdoorBase):
         update = layout.flatten(weights).astype(np.float64) - layout.flatten(parameters).astype(np.float64)
         boosted = bd.model_replacement(update, self.gamma)
         metrics = {**self._metrics(), "train_loss": loss, "attack.gamma": self.gamma}
-        return apply_update(layout, parameters, boosted), len(self.honest.x), metrics
+        return apply_update(layout, parameters, boosted), self._trained_on, metrics
 
 
 class AlieBackdoorClient(_BackdoorBase):
@@ -266,7 +278,7 @@ class AlieBackdoorClient(_BackdoorBase):
         projected, clipped = alie_box_projection(update, X, z, return_fraction=True)
         metrics = {**self._metrics(), "train_loss": loss, "attack.alie-z": float(z),
                    "attack.alie-alpha": self.alpha, "attack.alie-clipped": clipped}
-        return apply_update(layout, parameters, projected), len(self.honest.x), metrics
+        return apply_update(layout, parameters, projected), self._trained_on, metrics
 
     def _prox_builder(self, layout: ModelLayout, anchor: np.ndarray, scale: np.ndarray):
         alpha = self.alpha

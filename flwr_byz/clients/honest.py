@@ -74,7 +74,10 @@ def train_locally(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: np.ndarray, y: np.ndarray, *, batch_size: int = 512,
                    device: torch.device | None = None) -> tuple[float, float]:
-    """(mean cross-entropy loss, accuracy) of ``model`` on (x, y)."""
+    """(mean cross-entropy loss, accuracy) of ``model`` on (x, y); ``ValueError`` when there
+    is nothing to measure (no samples), rather than a loss of 0."""
+    if len(x) == 0:
+        raise ValueError("nothing to evaluate: the evaluation set is empty")
     device = device or pick_device()
     model.to(device).eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
@@ -85,7 +88,7 @@ def evaluate_model(model: nn.Module, x: np.ndarray, y: np.ndarray, *, batch_size
         out = model(xb)
         loss += loss_fn(out, yb).item()
         correct += (out.argmax(1) == yb).sum().item()
-    return loss / max(len(x), 1), correct / max(len(x), 1)
+    return loss / len(x), correct / len(x)
 
 
 def round_seed(seed: int, server_round: int, partition_id: int) -> int:
@@ -108,6 +111,9 @@ class TorchClient(NumPyClient):
         partition_id: this client's partition (reported in the metrics as ``partition-id``).
         shard_fn: ``(shard, num_shards) -> (x, y)``, the data of a DETOX shard; every member
             of a group must get the same arrays for the same arguments.
+
+    Attribute ``data_transform``: ``None`` or ``(x, y) -> (x, y)`` applied to the round's
+    training data (own partition or DETOX shard) before training; label flipping sets it.
     """
 
     def __init__(self, model: str, x, y, input_shape, num_classes: int, partition_id: int = 0, *,
@@ -119,20 +125,35 @@ class TorchClient(NumPyClient):
         self.local_steps = local_steps
         self.seed, self.device = seed, pick_device(device)
         self.eval_data, self.shard_fn = eval_data, shard_fn
+        self.data_transform = None  # (x, y) -> (x, y): a data-poisoning attack's hook
         self.model = make_model(model, self.input_shape, num_classes, seed=seed)
 
-    def honest_update(self, parameters, config, x=None, y=None, partition_id=None) -> tuple[list, int, float]:
-        """Train from ``parameters`` on (x, y) (default: own data); returns (weights, n, loss)."""
+    def training_data(self, config, partition_id=None) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(x, y, seed)`` this client trains on in the round of ``config``: its own
+        partition with its round seed, or, when the config carries DETOX's ``detox-shard``,
+        the group's shard with the group's seed. A data-poisoning attack poisons exactly
+        these (the same rule for honest training, label flipping and backdoor poisoning)."""
         server_round = int(config.get("server-round", 0))
         pid = self.partition_id if partition_id is None else int(partition_id)
         seed = round_seed(self.seed, server_round, pid)
+        x, y = self.x, self.y
+        if "detox-shard" in config:
+            if self.shard_fn is None:
+                raise ValueError("DETOX config received, but this client has no shard_fn")
+            x, y = self.shard_fn(int(config["detox-shard"]), int(config.get("detox-num-shards", 1)))
+            seed = int(config.get("detox-seed", seed))
+        return x, y, seed
+
+    def honest_update(self, parameters, config, x=None, y=None, partition_id=None) -> tuple[list, int, float]:
+        """Train from ``parameters`` on (x, y) (default: :meth:`training_data`, passed through
+        ``self.data_transform`` when set); returns (weights, n, loss)."""
         if x is None:
-            x, y = self.x, self.y
-            if "detox-shard" in config:
-                if self.shard_fn is None:
-                    raise ValueError("DETOX config received, but this client has no shard_fn")
-                x, y = self.shard_fn(int(config["detox-shard"]), int(config.get("detox-num-shards", 1)))
-                seed = int(config.get("detox-seed", seed))
+            x, y, seed = self.training_data(config, partition_id)
+            if self.data_transform is not None:
+                x, y = self.data_transform(x, y)
+        else:
+            pid = self.partition_id if partition_id is None else int(partition_id)
+            seed = round_seed(self.seed, int(config.get("server-round", 0)), pid)
         set_weights(self.model, parameters)
         loss = train_locally(
             self.model, x, y, epochs=int(config.get("local-epochs", self.local_epochs)),
@@ -148,6 +169,8 @@ class TorchClient(NumPyClient):
 
     def evaluate(self, parameters, config):
         x, y = self.eval_data if self.eval_data is not None else (self.x, self.y)
+        if len(x) == 0:
+            raise ValueError(f"client {self.partition_id}: nothing to evaluate (no evaluation data)")
         set_weights(self.model, parameters)
         loss, acc = evaluate_model(self.model, x, y, device=self.device)
         return float(loss), len(x), {"accuracy": float(acc)}

@@ -120,8 +120,9 @@ class MaliciousClient(NumPyClient):
             if self.attack == "sign_flip":
                 update = attacks.sign_flipping(own, scale=float(p.get("scale", 1.0)))
             elif self.attack == "gaussian":
-                seed = p.get("seed")
-                seed = None if seed is None else (int(seed), int(config.get("server-round", 0)))
+                seed = p.get("seed")  # reproducible, and still one independent draw per client
+                pid = int(getattr(self.honest, "partition_id", 0))
+                seed = None if seed is None else (int(seed), int(config.get("server-round", 0)), pid)
                 update = attacks.gaussian_noise((layout.dim,), sigma=float(p.get("sigma", 1.0)), seed=seed)
             else:  # constant
                 update = attacks.constant_update(layout.dim, c=float(p.get("c", -1.0)))
@@ -129,15 +130,27 @@ class MaliciousClient(NumPyClient):
         return apply_update(layout, parameters, np.asarray(update, dtype=np.float32)), num_examples, metrics
 
     def _fit_label_flip(self, parameters, config):
-        if not hasattr(self.honest, "y"):
-            raise TypeError("label flipping needs an honest client exposing its labels as `.y`")
-        clean = self.honest.y
-        num_classes = getattr(self.honest, "num_classes", None)
-        self.honest.y = attacks.flip_labels(clean, num_classes=num_classes)
+        """Train with flipped labels on whatever data the client trains on this round: its
+        partition, or its DETOX group's shard (a TorchClient-like client with the
+        ``data_transform`` hook); other clients get their ``.y`` flipped for the call."""
+        h = self.honest
+        num_classes = getattr(h, "num_classes", None)
+        if hasattr(h, "data_transform"):
+            h.data_transform = lambda x, y: (x, attacks.flip_labels(y, num_classes=num_classes))
+            try:
+                weights, n, metrics = h.fit(parameters, config)
+            finally:
+                h.data_transform = None
+            return weights, n, {**(metrics or {}), "attack.malicious": 1}
+        if not hasattr(h, "y"):
+            raise TypeError("label flipping needs an honest client exposing its labels as `.y` "
+                            "(or a `data_transform` hook, as TorchClient has)")
+        clean = h.y
+        h.y = attacks.flip_labels(clean, num_classes=num_classes)
         try:
-            weights, n, metrics = self.honest.fit(parameters, config)
+            weights, n, metrics = h.fit(parameters, config)
         finally:
-            self.honest.y = clean
+            h.y = clean
         return weights, n, {**(metrics or {}), "attack.malicious": 1}
 
     def _garbage(self, parameters, kind: str):

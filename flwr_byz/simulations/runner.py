@@ -97,12 +97,19 @@ BACKDOORS = attack_names("backdoor")  # from the attack catalogue
 
 def cell_trigger(data, params: dict):
     """The pixel trigger of a backdoor cell: ``params["trigger"]`` (PixelTrigger fields), by
-    default a 3x3 (8x8 images) or 5x5 square at the top-left, at the data's maximum, target 0.
+    default a 3x3 (8x8 images) or 5x5 square at the top-left, white (each channel at its own
+    maximum over the normalised training data: per-channel normalisation maps white to a
+    different value per channel), target 0.
     Clients and the server's ASR evaluation both call this, so they agree."""
     from ..attacks.backdoor import PixelTrigger
 
+    x = np.asarray(data.x_train)
+    if x.ndim == 4 and x.shape[1] > 1:  # (N, C, H, W): white is each channel's own maximum
+        white = tuple(float(v) for v in x.max(axis=(0, 2, 3)))
+    else:
+        white = float(x.max())
     spec = {"size": 3 if data.input_shape[-1] <= 8 else 5, "position": (0, 0),
-            "value": float(data.x_train.max()), "target": 0, **dict(params.get("trigger", {}))}
+            "value": white, "target": 0, **dict(params.get("trigger", {}))}
     return PixelTrigger(**spec)
 
 

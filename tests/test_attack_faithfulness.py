@@ -1,0 +1,116 @@
+"""The attacks do what they say in every path (issue: "the attacks we have must do what
+they say"): data poisoning poisons the data the client actually trains on (its partition
+or its DETOX shard), the App carries the server learning rate model replacement needs, the
+default trigger is white on every channel, a shared seed still gives each attacker its own
+draw, and an empty evaluation says there is nothing to measure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flwr_byz.attacks.backdoor import PixelTrigger
+from flwr_byz.clients.backdoor import BackdoorClient
+from flwr_byz.clients.honest import TorchClient, evaluate_model
+from flwr_byz.clients.malicious import GaussianNoiseClient, MaliciousClient
+from flwr_byz.models import get_weights
+
+RNG = np.random.default_rng(0)
+X_OWN = RNG.standard_normal((40, 1, 4, 4)).astype(np.float32)
+Y_OWN = RNG.integers(0, 3, 40)
+X_SHARD = RNG.standard_normal((30, 1, 4, 4)).astype(np.float32)
+Y_SHARD = RNG.integers(0, 3, 30)
+
+
+def client(pid=0):
+    return TorchClient("mlp", X_OWN, Y_OWN, (1, 4, 4), 3, pid, batch_size=10, lr=0.1, seed=3,
+                       shard_fn=lambda shard, k: (X_SHARD, Y_SHARD))
+
+
+DETOX = {"server-round": 1, "detox-shard": 2, "detox-num-shards": 5, "detox-seed": 11, "local-steps": 3}
+
+
+def flat(arrays):
+    return np.concatenate([np.ravel(a) for a in arrays])
+
+
+def test_label_flip_poisons_the_detox_shard_it_trains_on():
+    g = get_weights(client().model)
+    honest, _, _ = client(1).fit(g, DETOX)
+    mate, _, _ = client(2).fit(g, DETOX)
+    np.testing.assert_array_equal(flat(honest), flat(mate))  # honest group mates agree to the bit
+    flipped, n, metrics = MaliciousClient(client(2), "label_flip").fit(g, DETOX)
+    assert n == len(X_SHARD) and metrics["attack.malicious"] == 1
+    assert not np.array_equal(flat(flipped), flat(honest))  # it used to send the honest update
+    # the same as honest training on the shard with the labels flipped
+    from flwr_byz.attacks import flip_labels
+
+    reference = client(2)
+    reference.shard_fn = lambda shard, k: (X_SHARD, flip_labels(Y_SHARD, num_classes=3))
+    expected, _, _ = reference.fit(g, DETOX)
+    np.testing.assert_array_equal(flat(flipped), flat(expected))
+
+
+def test_label_flip_without_detox_flips_its_own_partition():
+    g = get_weights(client().model)
+    cfg = {"server-round": 1, "local-steps": 3}
+    from flwr_byz.attacks import flip_labels
+
+    flipped, n, _ = MaliciousClient(client(0), "label_flip").fit(g, cfg)
+    reference = TorchClient("mlp", X_OWN, flip_labels(Y_OWN, num_classes=3), (1, 4, 4), 3, 0, batch_size=10,
+                            lr=0.1, seed=3)
+    expected, _, _ = reference.fit(g, cfg)
+    np.testing.assert_array_equal(flat(flipped), flat(expected))
+    assert n == len(X_OWN)
+
+
+def test_backdoor_poisons_the_detox_shard_it_trains_on():
+    g = get_weights(client().model)
+    trigger = PixelTrigger(size=2, position=(0, 0), value=3.0, target=0)
+    attacker = BackdoorClient(client(2), trigger, fraction=0.5)
+    x, y, seed, _ = attacker._poisoned_data(DETOX)
+    assert x is X_SHARD and seed == 11  # the group's shard and seed, not its own partition
+    weights, n, _ = attacker.fit(g, DETOX)
+    honest, _, _ = client(1).fit(g, DETOX)
+    assert n == len(X_SHARD) and not np.array_equal(flat(weights), flat(honest))
+
+
+def test_the_app_sends_the_server_learning_rate_model_replacement_needs():
+    from flwr_byz.app.settings import run_settings, train_config
+
+    config = train_config(run_settings({"server-lr": 0.5}))
+    assert config["server-lr"] == 0.5  # gamma = n / eta = 2n, not n
+
+
+def test_the_default_trigger_is_white_on_every_channel():
+    from types import SimpleNamespace
+
+    from flwr_byz.simulations.runner import cell_trigger
+
+    x = np.zeros((4, 3, 32, 32), np.float32)
+    x[:, 0], x[:, 1], x[:, 2] = 2.51, 2.60, 2.75  # (1 - mean_c) / std_c for three channels
+    trig = cell_trigger(SimpleNamespace(x_train=x, input_shape=(3, 32, 32)), {})
+    assert trig.value == (pytest.approx(2.51), pytest.approx(2.60), pytest.approx(2.75))
+    stamped = trig.stamp(np.zeros((1, 3, 32, 32), np.float32))
+    np.testing.assert_allclose(stamped[0, :, 0, 0], [2.51, 2.60, 2.75], rtol=1e-6)
+    gray = cell_trigger(SimpleNamespace(x_train=x[:, :1], input_shape=(1, 32, 32)), {})
+    assert gray.value == pytest.approx(2.51)
+
+
+def test_a_shared_seed_still_gives_each_attacker_its_own_noise():
+    g = get_weights(client().model)
+    cfg = {"server-round": 4}
+    a, _, _ = GaussianNoiseClient(client(0), sigma=1.0, seed=7).fit(g, cfg)
+    b, _, _ = GaussianNoiseClient(client(1), sigma=1.0, seed=7).fit(g, cfg)
+    again, _, _ = GaussianNoiseClient(client(0), sigma=1.0, seed=7).fit(g, cfg)
+    assert not np.array_equal(flat(a), flat(b))  # independent attackers, independent draws
+    np.testing.assert_array_equal(flat(a), flat(again))  # and still reproducible
+
+
+def test_an_empty_evaluation_says_there_is_nothing_to_measure():
+    model_client = client()
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate_model(model_client.model, X_OWN[:0], Y_OWN[:0])
+    empty = TorchClient("mlp", X_OWN, Y_OWN, (1, 4, 4), 3, 5, eval_data=(X_OWN[:0], Y_OWN[:0]))
+    with pytest.raises(ValueError, match="client 5: nothing to evaluate"):
+        empty.evaluate(get_weights(empty.model), {})
