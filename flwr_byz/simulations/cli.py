@@ -116,10 +116,12 @@ def _check_bound(strategy: str, n: int, m: int, r: int) -> None:
 
 def _grid(strategies, attacks, num_clients, num_malicious, base: dict, attack_params=None) -> list[RunConfig]:
     strategies = _check_grid(strategies, attacks, num_clients, num_malicious, base)
+    seeds = base.pop("seeds", None) or [base.get("seed", 0)]
     cells = []
-    for s, a, n, m in itertools.product(strategies, attacks, num_clients, num_malicious):
+    for seed, s, a, n, m in itertools.product(seeds, strategies, attacks, num_clients, num_malicious):
         cells.append(RunConfig(strategy=s, attack=a, num_clients=n, num_malicious=m if a != "none" else 0,
-                               f=m, attack_params=dict(attack_params or {}) if a != "none" else {}, **base))
+                               f=m, attack_params=dict(attack_params or {}) if a != "none" else {},
+                               **{**base, "seed": int(seed)}))
     return cells
 
 
@@ -169,6 +171,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitioning", default="iid", choices=["iid", "dirichlet"], help="how the data is split")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (--partitioning dirichlet)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, models and attacks' noise")
+    p.add_argument("--seeds", type=_csv_list(int), default=None,
+                   help="comma-separated seeds: every cell runs once per seed, and the table gives the mean and "
+                        "[min, max] over them (default: --seed alone)")
     p.add_argument("--out", default=None, help="results folder (default: results/<command>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show Flower's own logs")
@@ -191,6 +196,8 @@ def _base(args) -> dict:
                 rounds=args.rounds or DEMO["rounds"], local_epochs=args.local_epochs or DEMO["local_epochs"], local_steps=args.local_steps,
                 batch_size=args.batch_size, lr=args.lr, server_lr=args.server_lr,
                 server_momentum=args.server_momentum, partitioning=args.partitioning, alpha=args.alpha, seed=args.seed)
+    if getattr(args, "seeds", None):
+        base["seeds"] = list(args.seeds)
     from ..strategies.options import split_strategy_params
 
     params = {**json_object(args.strategy_params, "--strategy-params"), **policy}
@@ -236,6 +243,12 @@ def _run(cells, out: Path, args) -> list[dict]:
     summary = summarize(rows, cells)
     write_summary_csv(summary, out / "summary.csv")
     print(format_table(summary))
+    from .report import markdown_table, over_seeds
+
+    grouped = over_seeds(summary)
+    if any(g["runs"] > 1 for g in grouped):
+        print("\nOver seeds (last-20 accuracy, mean [min, max]; `flwr-byz report` writes it as markdown):\n")
+        print(markdown_table(grouped, pivot=False), end="")
     print(f"\n{len(summary)} runs in {time.time() - t0:.0f} s; results in {out}/results.jsonl, {out}/summary.csv")
     dead = [s for s in summary if s.get("skipped_rounds") and s["skipped_rounds"] >= s["rounds"]]
     for s in dead:
@@ -277,7 +290,11 @@ def cmd_sweep(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import experiment
 
+    from dataclasses import replace
+
     cells = experiment(args.experiment, rounds=args.rounds, data_root=args.data_root)
+    if args.seeds:
+        cells = [replace(c, seed=int(seed)) for seed in args.seeds for c in cells]
     _, status = _run(cells, Path(args.out or f"results/{args.experiment}"), args)
     if status == 130:
         return status
@@ -294,6 +311,19 @@ def cmd_plot(args) -> int:
     files = plot_results(Path(args.results), Path(args.out) if args.out else None, args.forecast_rounds)
     for f in files:
         print(f)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    try:
+        text = report(Path(args.results), pivot=not args.by_cell)
+    except (FileNotFoundError, ValueError) as err:
+        usage_error(str(err))
+    print(text, end="")
+    if args.out:
+        Path(args.out).write_text(text)
     return 0
 
 
@@ -336,7 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"])
+    p.add_argument("--seeds", type=_csv_list(int), default=None,
+                   help="comma-separated seeds: every cell once per seed (default: the experiment's seed 0)")
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("report", help="the markdown table of a results folder (mean [min, max] over seeds), "
+                                      "as it goes into docs/RESULTS.md")
+    p.add_argument("results", help="results.jsonl or the folder holding it")
+    p.add_argument("--by-cell", action="store_true", help="one row per cell instead of defense x attack")
+    p.add_argument("--out", default=None, help="also write the table to this file")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("rules", help="every aggregation rule: paper, f bound, weights, state, cost (markdown)")
     p.set_defaults(func=cmd_rules)
     p = sub.add_parser("plot", help="PNG plots of a results.jsonl")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def _latest_attempts(rows: list[dict]) -> list[dict]:
     latest: dict[str, str] = {}
@@ -14,8 +16,10 @@ def _latest_attempts(rows: list[dict]) -> list[dict]:
 
 
 def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: int | None = None) -> list[Path]:
-    """Write ``accuracy.png`` (and ``forecast.png`` when present, over the first
-    ``forecast_rounds`` rounds if given); return the files written."""
+    """Write ``accuracy.png`` (one panel per attack, one line per defense: the mean over its
+    seeds, a band from the lowest to the highest seed when there are several) and
+    ``forecast.png`` when present (over the first ``forecast_rounds`` rounds if given);
+    return the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,12 +37,21 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     attacks = sorted({attack_label(r) for r in rows})
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks):
-        cells = sorted({(r["cfg_strategy"], r["cell"]) for r in rows if attack_label(r) == attack})
-        for strategy, cell in cells:
-            rs = sorted((r for r in rows if r["cell"] == cell), key=lambda r: r["round"])
-            m = rs[0]["cfg_num_malicious"]
-            ax.plot([r["round"] for r in rs], [r["accuracy"] for r in rs], marker=".",
-                    label=f"{strategy} (n={rs[0]['cfg_num_clients']}, m={m})")
+        # one line per (strategy, n, m): the mean over its seeds, with a band from min to max
+        curves: dict[tuple, dict[int, list[float]]] = {}
+        for r in rows:
+            if attack_label(r) == attack:
+                key = (r["cfg_strategy"], r["cfg_num_clients"], r["cfg_num_malicious"])
+                curves.setdefault(key, {}).setdefault(r["round"], []).append(r["accuracy"])
+        for (strategy, n, m), by_round in sorted(curves.items()):
+            rounds = sorted(by_round)
+            values = [by_round[k] for k in rounds]
+            seeds = max(len(v) for v in values)
+            line, = ax.plot(rounds, [float(np.mean(v)) for v in values], marker="." if seeds == 1 else None,
+                            label=f"{strategy} (n={n}, m={m})" + (f", {seeds} seeds" if seeds > 1 else ""))
+            if seeds > 1:
+                ax.fill_between(rounds, [min(v) for v in values], [max(v) for v in values],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(f"attack: {attack}")
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)

@@ -1,0 +1,110 @@
+"""Results over seeds, and the markdown tables of docs/RESULTS.md generated from a results
+folder (``flwr-byz report <folder>``), so that a rerun replaces a table instead of a person
+retyping it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+
+# what identifies one experiment cell across seeds
+GROUP_KEYS = ("strategy", "attack", "num_clients", "num_malicious", "dataset", "rounds")
+METRICS = ("tail_accuracy", "final_accuracy", "best_accuracy", "final_asr")
+
+
+def over_seeds(summary: list[dict]) -> list[dict]:
+    """One row per cell of :data:`GROUP_KEYS`, over its seeds: for each metric of
+    :data:`METRICS`, ``<metric>_mean``, ``_min`` and ``_max`` (None when no seed has it),
+    plus ``seeds`` (sorted) and ``runs``."""
+    groups: dict[tuple, list[dict]] = {}
+    for s in summary:
+        groups.setdefault(tuple(s[k] for k in GROUP_KEYS), []).append(s)
+    out = []
+    for key, runs in groups.items():
+        row = dict(zip(GROUP_KEYS, key))
+        row["seeds"] = sorted(r.get("seed") for r in runs if r.get("seed") is not None)
+        row["runs"] = len(runs)
+        for m in METRICS:
+            values = [float(r[m]) for r in runs if r.get(m) is not None]
+            row[f"{m}_mean"] = float(np.mean(values)) if values else None
+            row[f"{m}_min"] = min(values) if values else None
+            row[f"{m}_max"] = max(values) if values else None
+        row["skipped_rounds"] = sum(int(r.get("skipped_rounds") or 0) for r in runs)
+        row["code_version"] = ", ".join(sorted({str(r.get("code_version")) for r in runs}))
+        row["command"] = next((r.get("command") for r in runs if r.get("command")), None)
+        out.append(row)
+    return sorted(out, key=lambda r: (r["dataset"], r["num_clients"], r["num_malicious"], r["attack"], r["strategy"]))
+
+
+def spread(row: dict, metric: str) -> str:
+    """``mean`` for one seed, ``mean [min, max]`` over several, ``-`` when missing."""
+    if row.get(f"{metric}_mean") is None:
+        return "-"
+    text = f"{row[f'{metric}_mean']:.3f}"
+    if row["runs"] > 1:
+        text += f" [{row[f'{metric}_min']:.3f}, {row[f'{metric}_max']:.3f}]"
+    return text
+
+
+def markdown_table(rows: list[dict], *, pivot: bool = True) -> str:
+    """The table of a results folder: with ``pivot``, one row per defense and one column per
+    attack (last-20 accuracy, mean [min, max] over seeds; ASR for the backdoors), else one
+    row per cell."""
+    if not rows:
+        return "(no finished runs)\n"
+    backdoor = any(r.get("final_asr_mean") is not None for r in rows)
+    if pivot and len({(r["num_clients"], r["num_malicious"] if r["attack"] != "none" else None, r["dataset"])
+                      for r in rows}) <= 2:
+        attacks = sorted({r["attack"] for r in rows}, key=lambda a: (a != "none", a))
+        strategies = sorted({r["strategy"] for r in rows})
+        cell = {(r["strategy"], r["attack"]): r for r in rows}
+        head = "| defense | " + " | ".join(attacks) + " |"
+        lines = [head, "|" + "---|" * (len(attacks) + 1)]
+        for s in strategies:
+            values = []
+            for a in attacks:
+                r = cell.get((s, a))
+                if r is None:
+                    values.append("-")
+                    continue
+                v = spread(r, "tail_accuracy")
+                if r.get("final_asr_mean") is not None:
+                    v += f" (ASR {spread(r, 'final_asr')})"
+                values.append(v + (" (rounds skipped)" if r["skipped_rounds"] else ""))
+            lines.append(f"| {s} | " + " | ".join(values) + " |")
+        return "\n".join(lines) + "\n"
+    head = "| defense | attack | n | m | seeds | last-20 accuracy | final accuracy |" + (" ASR |" if backdoor else "")
+    lines = [head, "|" + "---|" * (7 + backdoor)]
+    for r in rows:
+        line = (f"| {r['strategy']} | {r['attack']} | {r['num_clients']} | {r['num_malicious']} | "
+                f"{','.join(map(str, r['seeds']))} | {spread(r, 'tail_accuracy')} | {spread(r, 'final_accuracy')} |")
+        if backdoor:
+            line += f" {spread(r, 'final_asr')} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def report(folder: Path, *, pivot: bool = True) -> str:
+    """The markdown block for docs/RESULTS.md: a line naming the folder, the date, the code
+    version(s) and the command, then :func:`markdown_table`."""
+    from .runner import ResultsWriter, summarize
+
+    folder = Path(folder)
+    folder = folder if folder.is_dir() else folder.parent
+    rows = over_seeds(summarize(ResultsWriter(folder).rows()))
+    if not rows:
+        raise ValueError(f"no finished runs in {folder}")
+    versions = sorted({v for r in rows for v in r["code_version"].split(", ")})
+    commands = sorted({r["command"] for r in rows if r["command"]})
+    seeds = sorted({s for r in rows for s in r["seeds"]})
+    when = _dt.date.today().isoformat()
+    head = (f"<!-- generated by `flwr-byz report {folder}` on {when}; code {', '.join(versions)}; "
+            f"seeds {','.join(map(str, seeds))} -->\n")
+    if commands:
+        head += "".join(f"<!-- run: {c} -->\n" for c in commands)
+    note = (f"Test accuracy, mean of the last 20 evaluated rounds (all of them in shorter runs); "
+            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+            + (" (mean [min, max] over seeds)" if len(seeds) > 1 else "") + f"; code {', '.join(versions)}.\n\n")
+    return head + note + markdown_table(rows, pivot=pivot)

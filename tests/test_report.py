@@ -1,0 +1,83 @@
+"""Results over seeds and the generated tables (issue: results that stay true)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flwr_byz.simulations.config import RunConfig
+from flwr_byz.simulations.report import markdown_table, over_seeds
+
+
+def run(strategy, attack, seed, tail, final=None, asr=None):
+    return {"strategy": strategy, "attack": attack, "num_clients": 9, "num_malicious": 2, "dataset": "digits",
+            "rounds": 30, "seed": seed, "tail_accuracy": tail, "final_accuracy": final if final is not None else tail,
+            "best_accuracy": max(tail, final or 0), "final_asr": asr, "skipped_rounds": 0,
+            "code_version": "abc", "command": "flwr-byz sweep ..."}
+
+
+def test_over_seeds_gives_mean_min_max_per_cell():
+    rows = over_seeds([run("krum", "alie", 0, 0.5), run("krum", "alie", 1, 0.7), run("krum", "alie", 2, 0.9),
+                       run("median", "alie", 0, 0.8), run("krum", "none", 0, 0.95)])
+    krum = next(r for r in rows if r["strategy"] == "krum" and r["attack"] == "alie")
+    assert krum["seeds"] == [0, 1, 2] and krum["runs"] == 3
+    assert krum["tail_accuracy_mean"] == pytest.approx(0.7)
+    assert (krum["tail_accuracy_min"], krum["tail_accuracy_max"]) == (0.5, 0.9)
+    assert krum["final_asr_mean"] is None
+    assert len(rows) == 3
+
+
+def test_markdown_table_pivots_defense_by_attack():
+    rows = over_seeds([run("krum", "alie", 0, 0.5), run("krum", "alie", 1, 0.7), run("median", "alie", 0, 0.8),
+                       run("krum", "none", 0, 0.95), run("median", "none", 0, 0.96)])
+    table = markdown_table(rows)
+    assert table.splitlines()[0] == "| defense | none | alie |"
+    assert "| krum | 0.950 | 0.600 [0.500, 0.700] |" in table
+    assert "| median | 0.960 | 0.800 |" in table
+    flat = markdown_table(rows, pivot=False)
+    assert "| krum | alie | 9 | 2 | 0,1 | 0.600 [0.500, 0.700] | 0.600 [0.500, 0.700] |" in flat
+
+
+def test_backdoor_cells_show_the_asr():
+    rows = over_seeds([run("median", "backdoor", 0, 0.9, asr=0.2), run("median", "backdoor", 1, 0.8, asr=0.4)])
+    assert "0.850 [0.800, 0.900] (ASR 0.300 [0.200, 0.400])" in markdown_table(rows)
+
+
+def test_cli_seeds_run_every_cell_once_per_seed():
+    import argparse
+
+    from flwr_byz.simulations.cli import _base, _grid, build_parser
+
+    args = build_parser().parse_args(["sweep", "--strategies", "median", "--attacks", "none,alie",
+                                      "--num-clients", "9", "--num-malicious", "2", "--seeds", "3,4,5"])
+    assert isinstance(args, argparse.Namespace)
+    cells = _grid(args.strategies, args.attacks, args.num_clients, args.num_malicious, _base(args))
+    assert sorted(c.seed for c in cells) == [3, 3, 4, 4, 5, 5]
+    assert len({c.cell_id() for c in cells}) == 6  # a seed is part of a cell's identity (resumable)
+
+
+@pytest.mark.timeout(300)
+def test_a_seed_gives_the_same_numbers_run_after_run(tmp_path):
+    """In-process engine: client sampling, partitioning, training order, the attacks' noise
+    and the randomised rules' draws all follow the seed, so two runs agree to the bit."""
+    from flwr_byz.simulations.runner import run_cells
+
+    cells = [RunConfig(strategy=s, attack="gaussian", num_clients=9, num_malicious=2, rounds=2, seed=5,
+                       attack_params={"seed": 1}) for s in ("dnc", "signguard")]
+    a = run_cells(cells, tmp_path / "a", progress=False, engine="inprocess")
+    b = run_cells(cells, tmp_path / "b", progress=False, engine="inprocess")
+    key = lambda r: (r["cell"], r["round"])  # noqa: E731
+    assert [(key(r), r["accuracy"], r["loss"]) for r in sorted(a, key=key)] == \
+        [(key(r), r["accuracy"], r["loss"]) for r in sorted(b, key=key)]
+
+
+def test_report_command_on_a_results_folder(tmp_path, capsys):
+    from flwr_byz.simulations.cli import main
+    from flwr_byz.simulations.runner import run_cells
+
+    cells = [RunConfig(strategy="median", attack=a, num_clients=5, num_malicious=1 if a != "none" else 0, f=1,
+                       rounds=1, seed=s) for a in ("none", "sign_flip") for s in (0, 1)]
+    run_cells(cells, tmp_path, progress=False, engine="inprocess")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "table.md")]) == 0
+    out = capsys.readouterr().out
+    assert "seeds 0,1" in out and "| defense | none | sign_flip |" in out
+    assert (tmp_path / "table.md").read_text() == out
