@@ -35,7 +35,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..attacks.catalogue import colluding_attacks
+from ..attacks.catalogue import ATTACK_SPECS, colluding_attacks
 from ..clients.malicious import MaliciousClient
 from ..simulations import runner
 from .settings import data_key, json_param, run_settings, train_config
@@ -116,6 +116,11 @@ def _node_client(context: Context, key: tuple, pid: int, config: dict):
                                         num_malicious=int(params["num_malicious"]),
                                         server_lr=float(config.get("server-lr", 1.0)))
         return client, collusion
+    if "rule" in ATTACK_SPECS[attack].params and params.get("rule") is None:
+        # a rule-aware attack targets the run's strategy unless its node config names one
+        from ..strategies.rule_classes import canonical_strategy
+
+        params["rule"] = canonical_strategy(str(context.run_config.get("strategy", "mean"))).removeprefix("detox-")
     return MaliciousClient(client, attack, collusion=collusion, **params), collusion
 
 

@@ -111,6 +111,15 @@ class MaliciousClient(NumPyClient):
                     metrics[f"attack.forecast-z{zz:g}"] = float(frac)
             elif self.attack == "ipm":
                 update = attacks.inner_product_manipulation(X, epsilon=float(p.get("epsilon", 0.1)))
+            elif self.attack in ("alie_optimal", "ipm_optimal"):
+                if not p.get("rule"):
+                    raise ValueError(f"{self.attack} needs the server's rule: attack parameter 'rule'")
+                search = attacks.optimal_alie if self.attack == "alie_optimal" else attacks.optimal_ipm
+                update, scale, harm = search(
+                    X, rule=str(p["rule"]), f=int(p.get("num_malicious", X.shape[0])),
+                    n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
+                    **{k: p[k] for k in ("evals", "start", "delta", "ratio") if k in p})
+                metrics["attack.scale"], metrics["attack.harm"] = float(scale), float(harm)
             elif self.attack == "min_max":
                 update = attacks.min_max(X, direction=p.get("direction", "unit_vec"))
             else:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attacks.catalogue import attack_names
+from ..attacks.catalogue import attack_names, check_attack
 from .config import RunConfig
 
 LOG = logging.getLogger("flwr_byz.simulations")
@@ -166,6 +166,9 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
         else:
             params.setdefault("num_clients", n)
             params.setdefault("num_malicious", m)
+            if "rule" in check_attack(attack).params and params.get("rule") is None:
+                # the adaptive attacker knows the server's rule (DETOX: its A1 after the vote)
+                params["rule"] = str(config.get("strategy", "mean")).removeprefix("detox-")
             client = MaliciousClient(client, attack, collusion=collusion, **params)
     return client.fit(parameters, config)
 
@@ -206,6 +209,7 @@ def fit_config(cell: RunConfig, collusion_dir: str | None = None):
             "lr": cell.lr, "momentum": cell.momentum, "seed": cell.seed, "attack": cell.attack,
             "num-malicious": cell.num_malicious if cell.attacked else 0, "num-clients": cell.num_clients,
             "attack-params": json.dumps(cell.attack_params), "cell": cell.cell_id(),
+            "strategy": cell.strategy,  # what a rule-aware attacker targets (alie_optimal, ipm_optimal)
         }
 
     return on_fit_config

@@ -1,0 +1,141 @@
+"""Rule-aware ("optimal") ALIE and IPM: the attack's scale searched against the rule in use.
+
+ALIE sends mu - z sigma and IPM -epsilon mu (mu, sigma: the mean and standard deviation of
+the honest updates the attacker knows). Their papers fix the scale (z_max, a small
+epsilon); ByzFL's "optimal" variants (Allouah et al., AISTATS 2023, "Fixing by Mixing")
+instead search the scale that maximises the harm *under the aggregation rule in use*:
+
+    maximise over s:   | A(H + f copies of attack(s)) - mean(H) |
+
+where A is the rule (with its f and parameters, after any pre-aggregators) and H the
+honest updates. The search is a deterministic line search on s: an expansion phase from
+``start`` (step ``delta``, doubled after each improvement) and a contraction phase (steps
+of +-delta, delta multiplied by ``ratio`` after each failure), ``evals`` evaluations of A in
+all. Cost: ``evals`` calls of the rule on an (n, d) matrix.
+
+Knowledge: the attacker knows the rule, n and f (an adaptive, rule-aware attacker) and the
+honest updates it is given. In the Flower clients that is the corrupted clients' *own*
+honest updates (non-omniscient): H is then those m updates repeated to n - m rows, so that
+the simulated round has the real round's proportion of honest and Byzantine rows; pass the
+honest clients' updates too for ByzFL's omniscient setting. No Flower import.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _common
+from .alie import alie_update
+from .catalogue import register_attack
+from .classic import inner_product_manipulation
+
+OBJECTIVE = "distance between the rule's output and the honest mean"
+
+
+def _population(known: np.ndarray, n: int, f: int) -> np.ndarray:
+    """The n - f honest rows of the simulated round: the known updates repeated cyclically
+    (all of them, once, when they are already n - f or more)."""
+    honest = n - f
+    if known.shape[0] >= honest:
+        return known
+    return known[np.arange(honest) % known.shape[0]]
+
+
+def line_search(objective, *, start: float, delta: float, evals: int, ratio: float) -> tuple[float, float]:
+    """Maximise ``objective(s)`` with ``evals`` evaluations: expansion from ``start`` with
+    step ``delta`` (doubled on each improvement), then contraction (try best +- delta;
+    delta times ``ratio`` after a round without improvement). Returns (s, objective(s))."""
+    best_s, best_y = start, objective(start)
+    left = evals - 1
+    while left > 0:
+        y = objective(best_s + delta)
+        left -= 1
+        if y > best_y:
+            best_s, best_y, delta = best_s + delta, y, 2 * delta
+        else:
+            delta *= ratio
+            break
+    while left > 0:
+        improved = False
+        for s in (best_s + delta, best_s - delta):
+            if left == 0:
+                break
+            y = objective(s)
+            left -= 1
+            if y > best_y:
+                best_s, best_y, improved = s, y, True
+                break
+        if not improved:
+            delta *= ratio
+    return best_s, best_y
+
+
+def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_params, pre, evals, start, delta,
+            ratio):
+    from ..aggregation import RobustAggregator
+
+    X = _common.as_known_updates(known_updates, "known_updates")
+    f = _common.check_int("f", f, minimum=1)
+    n = X.shape[0] + f if n is None else _common.check_int("n", n, minimum=f + 1)
+    evals = _common.check_int("evals", evals, minimum=1)
+    ratio = _common.check_finite_scalar("ratio", ratio, positive=True)
+    if not 0.5 < ratio < 1:
+        raise ValueError(f"ratio must be in (0.5, 1), got {ratio}")
+    H = _population(X, n, f)
+    target = H.astype(np.float64).mean(axis=0)
+    # the rule's own f is the server's: f, except for the plain mean (FedAvg tolerates none)
+    aggregate = RobustAggregator(rule, f=0 if rule == "mean" else f, pre=list(pre or ()), **dict(rule_params or {}))
+
+    def harm(s: float) -> float:
+        byz = make(X, s)
+        rows = np.vstack([H, np.tile(byz, (f, 1))]).astype(X.dtype)
+        try:
+            out, _ = aggregate(rows)
+        except ValueError:  # e.g. a bound the simulated round cannot meet: no information
+            return -np.inf
+        return float(np.linalg.norm(out.astype(np.float64) - target))
+
+    s, y = line_search(harm, start=float(start), delta=float(delta), evals=evals, ratio=ratio)
+    return make(X, s), s, y
+
+
+@register_attack("alie_optimal", kind="model", colluding=True,
+                 params={"rule": None, "evals": 20, "start": 0.0, "delta": 1.0},
+                 knowledge="the rule in use, n, f and the corrupted clients' own honest updates (adaptive)",
+                 paper="Baruch et al., NeurIPS 2019, scale searched as in Allouah et al., AISTATS 2023 (ByzFL)")
+def optimal_alie(known_updates, *, rule: str, f: int, n: int | None = None, rule_params=None, pre=(),
+                 evals: int = 20, start: float = 0.0, delta: float = 1.0, ratio: float = 0.8):
+    """ALIE with the z that maximises the rule's distance from the honest mean.
+
+    Args:
+        known_updates: (m, d) honest updates the attacker knows (its own, or all honest).
+        rule: the aggregation rule in use (a name of ``flwr_byz.aggregation.RULES``).
+        f: the number of Byzantine updates sent (each a copy of the attack), f >= 1; also
+            the rule's f.
+        n: clients in the round (default: m + f, the known updates being all honest ones).
+        rule_params, pre: the rule's parameters and pre-aggregators, as the server has them.
+        evals, start, delta, ratio: the line search over z (see :func:`line_search`).
+
+    Returns:
+        ``(update, z, harm)``: the (d,) float32 update ``mu - z sigma``, the z found and the
+        distance it achieves in the simulated round.
+    """
+    return _search(known_updates, lambda X, z: alie_update(X, z=z), rule=rule, f=f, n=n, rule_params=rule_params,
+                   pre=pre, evals=evals, start=start, delta=delta, ratio=ratio)
+
+
+@register_attack("ipm_optimal", kind="model", colluding=True,
+                 params={"rule": None, "evals": 20, "start": 0.0, "delta": 1.0},
+                 knowledge="the rule in use, n, f and the corrupted clients' own honest updates (adaptive)",
+                 paper="Xie, Koyejo & Gupta, UAI 2019, scale searched as in Allouah et al., AISTATS 2023 (ByzFL)")
+def optimal_ipm(known_updates, *, rule: str, f: int, n: int | None = None, rule_params=None, pre=(),
+                evals: int = 20, start: float = 0.0, delta: float = 1.0, ratio: float = 0.8):
+    """IPM with the epsilon that maximises the rule's distance from the honest mean (the
+    search may also settle on a negative epsilon: the honest mean scaled up).
+
+    Arguments and returns as :func:`optimal_alie`, with epsilon for z:
+    ``(update, epsilon, harm)``, the update being ``-epsilon mu``.
+    """
+    return _search(known_updates, lambda X, e: (-e * X.astype(np.float64).mean(axis=0)).astype(np.float32)
+                   if e < 0 else inner_product_manipulation(X, epsilon=e), rule=rule, f=f, n=n,
+                   rule_params=rule_params, pre=pre, evals=evals, start=start, delta=delta, ratio=ratio)

@@ -1,0 +1,98 @@
+"""Rule-aware ("optimal") ALIE and IPM: the line search, the scale found against a brute-force
+reference computed independently, and the attacks as Flower clients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flwr_byz.aggregation import RULES
+from flwr_byz.attacks import alie_update, optimal_alie, optimal_ipm
+from flwr_byz.attacks.optimal import line_search
+
+
+def test_line_search_finds_the_peak_with_exactly_its_evaluations():
+    calls = []
+
+    def peak(s):
+        calls.append(s)
+        return -(s - 3.7) ** 2
+
+    s, y = line_search(peak, start=0.0, delta=1.0, evals=30, ratio=0.8)
+    # a coarse search by design (steps of delta * ratio^k around the best point): within 0.3
+    assert len(calls) == 30 and abs(s - 3.7) < 0.3 and y == max(peak(c) for c in calls[:30])
+
+
+def harm64(H, byz, rule, f):
+    """The reference objective: |rule(H + f copies of byz) - mean(H)|, in float64."""
+    X = np.vstack([H, np.tile(byz, (f, 1))]).astype(np.float64)
+    out = RULES[rule](X, f=f) if rule != "mean" else RULES[rule](X)
+    return float(np.linalg.norm(out - H.astype(np.float64).mean(axis=0)))
+
+
+def alie64(H, z):
+    H = H.astype(np.float64)
+    return H.mean(axis=0) - z * H.std(axis=0)  # the paper's mu - z sigma (population sigma)
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean", "krum", "monna", "geometric_median"])
+def test_optimal_alie_is_at_least_as_harmful_as_a_fine_grid_of_z(rule):
+    rng = np.random.default_rng(1)
+    H = (rng.standard_normal((15, 30)) + 0.5).astype(np.float32)  # omniscient: all honest updates
+    f = 5
+    update, z, harm = optimal_alie(H, rule=rule, f=f, evals=40)
+    np.testing.assert_allclose(update, alie64(H, z), rtol=1e-5, atol=1e-5)  # still ALIE's form
+    assert harm == pytest.approx(harm64(H, update, rule, f), rel=1e-4)
+    grid = max(harm64(H, alie64(H, zz).astype(np.float32), rule, f) for zz in np.arange(0.0, 20.0, 0.25))
+    assert harm >= 0.9 * grid
+    # and at least as harmful as the paper's fixed z_max
+    from flwr_byz.attacks import alie_z_max
+
+    assert harm >= harm64(H, alie_update(H, z=alie_z_max(20, f)), rule, f) - 1e-6
+
+
+@pytest.mark.parametrize("rule", ["median", "krum"])
+def test_optimal_ipm_keeps_ipms_form(rule):
+    rng = np.random.default_rng(2)
+    H = (rng.standard_normal((12, 20)) + 1.0).astype(np.float32)
+    update, eps, harm = optimal_ipm(H, rule=rule, f=4)
+    np.testing.assert_allclose(update, -eps * H.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert harm >= harm64(H, -0.1 * H.mean(axis=0), rule, 4) - 1e-6  # beats IPM's default epsilon
+
+
+def test_non_omniscient_population_keeps_the_rounds_proportions():
+    from flwr_byz.attacks.optimal import _population
+
+    own = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(_population(own, n=10, f=3), own[[0, 1, 2, 0, 1, 2, 0]])
+    assert _population(own, n=5, f=3) is own
+
+
+def test_the_client_needs_the_rule_and_reports_its_scale(tmp_path):
+    from test_clients import StepClient, _global
+
+    from flwr_byz.clients import Collusion, MaliciousClient
+
+    coll = Collusion(range(3), StepClient, store_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs the server's rule"):
+        MaliciousClient(StepClient(0), "alie_optimal", collusion=coll, num_clients=9, num_malicious=3).fit(
+            _global(), {"server-round": 1})
+    replies = [MaliciousClient(StepClient(p), "alie_optimal", collusion=coll, num_clients=9, num_malicious=3,
+                               rule="median").fit(_global(), {"server-round": 1}) for p in range(3)]
+    assert all(r[2]["attack.malicious"] == 1 and r[2]["attack.harm"] > 0 for r in replies)
+    flat = [np.concatenate([a.ravel() for a in r[0]]) for r in replies]
+    assert all(np.array_equal(flat[0], v) for v in flat[1:])  # the colluders agree
+
+
+@pytest.mark.timeout(300)
+def test_optimal_attacks_complete_a_simulation_engine_round(tmp_path):
+    """Colluding rule-aware clients in Ray actors: every round completes (no deadlock) and
+    the attackers learn the server's rule from the run."""
+    from flwr_byz.simulations.config import RunConfig
+    from flwr_byz.simulations.runner import run_cells
+
+    cells = [RunConfig(strategy="krum", attack=a, num_clients=7, num_malicious=2, rounds=1)
+             for a in ("alie_optimal", "ipm_optimal")]
+    rows = run_cells(cells, tmp_path, progress=False)
+    finals = [r for r in rows if r.get("final")]
+    assert len(finals) == 2 and all(not r.get("skipped") for r in rows if r["round"] > 0)
