@@ -460,11 +460,11 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
     del out
     row, out = flwr_byz("clustering", lambda: clustering(X, f=f), floors["gram"] + pass_s,
                         "X @ X.T + X.mean(axis=0)")
-    row["notes"].append("one normalised copy of X, its Gram matrix, one mean")
+    row["notes"].append("one Gram matrix (cosines from distances and norms, no copy of X), one mean")
     del out
     row, out = flwr_byz("clipped_clustering", lambda: clipped_clustering(X, f=f), floors["gram"] + 2 * pass_s,
                         "X @ X.T + 2 x X.mean(axis=0)")
-    row["notes"].append("norms, one normalised copy of X, its Gram matrix, one mean")
+    row["notes"].append("norms, one Gram matrix (no copy of X), one weighted mean")
     del out
 
     # ---- mean

@@ -81,3 +81,17 @@ def test_report_command_on_a_results_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seeds 0,1" in out and "| defense | none | sign_flip |" in out
     assert (tmp_path / "table.md").read_text() == out
+
+
+def test_report_pools_several_folders_and_names_them(tmp_path, capsys):
+    from flwr_byz.simulations.cli import main
+    from flwr_byz.simulations.runner import run_cells
+
+    for name, s in (("a", "median"), ("b", "krum")):
+        run_cells([RunConfig(strategy=s, attack="none", num_clients=5, rounds=1)], tmp_path / name,
+                  progress=False, engine="inprocess")
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert f"report {tmp_path / 'a'} {tmp_path / 'b'}`" in out
+    assert "| krum |" in out and "| median |" in out
+    assert main(["report", str(tmp_path / "missing")]) == 2  # a usage error, not a traceback

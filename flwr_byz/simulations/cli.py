@@ -318,7 +318,7 @@ def cmd_report(args) -> int:
     from .report import report
 
     try:
-        text = report(Path(args.results), pivot=not args.by_cell)
+        text = report([Path(r) for r in args.results], pivot=not args.by_cell)
     except (FileNotFoundError, ValueError) as err:
         usage_error(str(err))
     print(text, end="")
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("report", help="the markdown table of a results folder (mean [min, max] over seeds), "
                                       "as it goes into docs/RESULTS.md")
-    p.add_argument("results", help="results.jsonl or the folder holding it")
+    p.add_argument("results", nargs="+", help="results folders (or their results.jsonl); their runs are pooled")
     p.add_argument("--by-cell", action="store_true", help="one row per cell instead of defense x attack")
     p.add_argument("--out", default=None, help="also write the table to this file")
     p.set_defaults(func=cmd_report)

@@ -86,16 +86,23 @@ def markdown_table(rows: list[dict], *, pivot: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(folder: Path, *, pivot: bool = True) -> str:
-    """The markdown block for docs/RESULTS.md: a line naming the folder, the date, the code
-    version(s) and the command, then :func:`markdown_table`."""
+def report(folders, *, pivot: bool = True) -> str:
+    """The markdown block for docs/RESULTS.md from one results folder or several (their
+    runs pooled): comment lines naming the folders, the date, the code version(s) and the
+    commands, a sentence saying what the numbers are, then :func:`markdown_table`."""
     from .runner import ResultsWriter, summarize
 
-    folder = Path(folder)
-    folder = folder if folder.is_dir() else folder.parent
-    rows = over_seeds(summarize(ResultsWriter(folder).rows()))
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    folders = [f if f.is_dir() else f.parent for f in folders]
+    summary = []
+    for folder in folders:
+        if not (folder / "results.jsonl").exists():
+            raise FileNotFoundError(f"no results.jsonl in {folder}")
+        summary += summarize(ResultsWriter(folder).rows())
+    rows = over_seeds(summary)
     if not rows:
-        raise ValueError(f"no finished runs in {folder}")
+        raise ValueError(f"no finished runs in {', '.join(map(str, folders))}")
+    folder = " ".join(map(str, folders))
     versions = sorted({v for r in rows for v in r["code_version"].split(", ")})
     commands = sorted({r["command"] for r in rows if r["command"]})
     seeds = sorted({s for r in rows for s in r["seeds"]})
