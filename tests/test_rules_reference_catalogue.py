@@ -236,6 +236,18 @@ def test_dnc_hand():
     np.testing.assert_allclose(out, X[:5].astype(np.float64).mean(axis=0), rtol=1e-6)
 
 
+def test_dnc_scores_around_the_mean_of_all_updates():
+    # The paper's centring is the mean of all n updates: two far outliers drag it to 333.2, so
+    # the honest zeros score (333.2)^2 and the nearer outlier only (28.8)^2. DnC removes the
+    # two highest scores, 1304 and one honest zero (ties keep the lower index), and keeps
+    # 362: a weakness of the algorithm at small n, kept as the paper defines it.
+    X = np.array([[0.0], [0.0], [0.0], [362.0], [1304.0]])
+    out, rep = dnc(X, f=2, return_report=True)
+    assert rep.selected == [0, 1, 3]
+    np.testing.assert_allclose(out, [362.0 / 3])
+    np.testing.assert_allclose(rep.scores, (X[:, 0] - X.mean()) ** 2)
+
+
 @pytest.mark.parametrize("seed,n,f,d", CASES)
 def test_dnc_vs_reference(seed, n, f, d):
     X = updates(seed, n, d, scale=2.0, offset=0.5)
