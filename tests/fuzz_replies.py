@@ -239,6 +239,18 @@ def aggregate(strategy, api: str, g: list[np.ndarray], specs: list[Spec], server
     return None if out is None else parameters_to_ndarrays(out)
 
 
+def aggregate_one(strategy, api: str, specs: list[Spec], g=None, server_round: int = 1):
+    """:func:`aggregate` for a one-array model named 'w' (the global model: ``g``, or zeros
+    shaped like the first reply)."""
+    global GLOBAL_NAMES
+    g = [np.zeros(specs[0].arrays[0].shape, specs[0].arrays[0].dtype)] if g is None else g
+    saved, GLOBAL_NAMES = GLOBAL_NAMES, ["w"]
+    try:
+        return aggregate(strategy, api, g, specs, server_round=server_round)
+    finally:
+        GLOBAL_NAMES = saved
+
+
 class LogCapture(logging.Handler):
     """Collects the messages of Flower's logger (flwr-byz logs through it)."""
 

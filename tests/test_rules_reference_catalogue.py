@@ -373,18 +373,12 @@ APIS = ["message", "legacy"]
 
 def _round(strategy, api, values, server_round, g=None):
     """One round with one-array replies ``values`` (rows) on a global model ``g``."""
-    import fuzz_replies
-    from fuzz_replies import Spec, aggregate
+    from fuzz_replies import Spec, aggregate_one
 
     g = [np.zeros(values.shape[1], np.float32)] if g is None else g
     specs = [Spec(node=1 + i, arrays=[(g[0] + v).astype(np.float32)], names=["w"], weight=10 + i)
              for i, v in enumerate(values)]
-    saved = fuzz_replies.GLOBAL_NAMES
-    fuzz_replies.GLOBAL_NAMES = ["w"]
-    try:
-        return aggregate(strategy, api, g, specs, server_round=server_round)
-    finally:
-        fuzz_replies.GLOBAL_NAMES = saved
+    return aggregate_one(strategy, api, specs, g=g, server_round=server_round)
 
 
 def _strategy(api, name, f, **kwargs):

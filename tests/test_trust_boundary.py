@@ -49,15 +49,9 @@ def _one_array_specs(values, weights, shape=(3,), dtype=np.float32):
 
 def _aggregate_one(strategy, api, specs, g=None, server_round=1):
     """aggregate() for a one-array model named 'w'."""
-    import fuzz_replies
+    from fuzz_replies import aggregate_one
 
-    g = [np.zeros(specs[0].arrays[0].shape, specs[0].arrays[0].dtype)] if g is None else g
-    saved = fuzz_replies.GLOBAL_NAMES
-    fuzz_replies.GLOBAL_NAMES = ["w"]
-    try:
-        return aggregate(strategy, api, g, specs, server_round=server_round)
-    finally:
-        fuzz_replies.GLOBAL_NAMES = saved
+    return aggregate_one(strategy, api, specs, g=g, server_round=server_round)
 
 
 # --- 1. the weight policy ----------------------------------------------------------------------

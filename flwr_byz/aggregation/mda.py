@@ -27,6 +27,17 @@ from .report import AggregationReport
 MAX_SUBSETS = 200_000
 
 
+def subset_batches(n: int, k: int, size: int):
+    """All subsets of k of range(n), in lexicographic order, as (<= size, k) index arrays
+    (the exact subset searches score a batch at a time, vectorised)."""
+    subsets = itertools.combinations(range(n), k)
+    while True:
+        batch = np.array(list(itertools.islice(subsets, size)), dtype=np.intp).reshape(-1, k)
+        if not batch.size:
+            return
+        yield batch
+
+
 @register_rule("mda", cost="O(n^2 d + C(n, f) (n - f)^2)", bound=(2, 1), aliases=("minimum_diameter_averaging",), strategy="MDA",
                paper="El Mhamdi, Guerraoui, Guirguis, Hoang & Rouault, PODC 2020")
 def mda(updates, *, f: int, return_report: bool = False):
@@ -56,11 +67,7 @@ def mda(updates, *, f: int, return_report: bool = False):
     k = n - f
     upper = np.triu_indices(k, 1)
     best, tied = np.inf, []
-    subsets = itertools.combinations(range(n), k)
-    while True:
-        batch = np.array(list(itertools.islice(subsets, 1024)), dtype=np.intp).reshape(-1, k)
-        if not batch.size:
-            break
+    for batch in subset_batches(n, k, 1024):
         diameters = D[batch[:, :, None], batch[:, None, :]].max(axis=(1, 2))
         low = diameters.min()
         if low < best:

@@ -22,14 +22,13 @@ n x n matrix), where ByzFL runs one power-method step from a random start.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 
 from ._validate import as_update_matrix
 from .distances import pairwise_sq_distances
-from .mda import MAX_SUBSETS
+from .mda import MAX_SUBSETS, subset_batches
 from .mean import weighted_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
@@ -108,11 +107,7 @@ def smea(updates, *, f: int, return_report: bool = False):
         return 1e-9 * abs(value) + floor if np.isfinite(value) else 0.0
 
     best, selected = np.inf, np.arange(k)
-    subsets = itertools.combinations(range(n), k)
-    while True:
-        batch = np.array(list(itertools.islice(subsets, 512)), dtype=np.intp).reshape(-1, k)
-        if not batch.size:
-            break
+    for batch in subset_batches(n, k, 512):
         DS = D[batch[:, :, None], batch[:, None, :]]
         size = DS.max(axis=(1, 2))[:, None, None]  # each subset scaled to [0, 1]: no overflow
         size = np.where(size > 0, size, 1.0)
