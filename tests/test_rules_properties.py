@@ -60,7 +60,11 @@ def problems(draw, rule, min_f=0, max_n=15, max_d=20, untied=False):
 
 
 def _kwargs(rule, f):
-    return {} if rule == "mean" else {"f": f}
+    """f, and a fixed seed for a randomised rule (the same coordinate draws on both inputs)."""
+    kwargs = {} if rule == "mean" else {"f": f}
+    if "seed" in REGISTRY[rule].params:
+        kwargs["seed"] = 0
+    return kwargs
 
 
 def _scale(X):
