@@ -94,4 +94,6 @@ def test_report_pools_several_folders_and_names_them(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"report {tmp_path / 'a'} {tmp_path / 'b'}`" in out
     assert "| krum |" in out and "| median |" in out
-    assert main(["report", str(tmp_path / "missing")]) == 2  # a usage error, not a traceback
+    with pytest.raises(SystemExit) as stop:  # a one-line usage error, not a traceback
+        main(["report", str(tmp_path / "missing")])
+    assert stop.value.code == 2 and "no such results folder" in capsys.readouterr().err

@@ -93,6 +93,9 @@ def report(folders, *, pivot: bool = True) -> str:
     from .runner import ResultsWriter, summarize
 
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    missing = [str(f) for f in folders if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such results folder: {', '.join(missing)}")
     folders = [f if f.is_dir() else f.parent for f in folders]
     summary = []
     for folder in folders:
