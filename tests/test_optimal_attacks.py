@@ -1,5 +1,5 @@
 """Rule-aware ("optimal") ALIE and IPM: the line search, the scale found against a brute-force
-reference computed independently, and the attacks as Flower clients."""
+reference computed independently, and the attacks as Flower clients; and Mimic."""
 
 from __future__ import annotations
 
@@ -86,13 +86,50 @@ def test_the_client_needs_the_rule_and_reports_its_scale(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_optimal_attacks_complete_a_simulation_engine_round(tmp_path):
-    """Colluding rule-aware clients in Ray actors: every round completes (no deadlock) and
+    """Colluding rule-aware (and Mimic) clients in Ray actors: every round completes (no deadlock) and
     the attackers learn the server's rule from the run."""
     from flwr_byz.simulations.config import RunConfig
     from flwr_byz.simulations.runner import run_cells
 
     cells = [RunConfig(strategy="krum", attack=a, num_clients=7, num_malicious=2, rounds=1)
-             for a in ("alie_optimal", "ipm_optimal")]
+             for a in ("alie_optimal", "ipm_optimal", "mimic")]
     rows = run_cells(cells, tmp_path, progress=False)
     finals = [r for r in rows if r.get("final")]
-    assert len(finals) == 2 and all(not r.get("skipped") for r in rows if r["round"] > 0)
+    assert len(finals) == 3 and all(not r.get("skipped") for r in rows if r["round"] > 0)
+
+
+# --------------------------------------------------------------------------------------
+# Mimic (Karimireddy, He & Jaggi, ICLR 2022)
+# --------------------------------------------------------------------------------------
+
+
+def test_mimic_copies_the_most_extreme_update_along_the_main_direction():
+    from flwr_byz.attacks import mimic
+
+    # spread mostly along x; the update at x = 5 is the farthest from the mean along it
+    X = np.array([[0, 0], [1, 0.1], [-1, 0], [5, 0.2]], np.float32)
+    update, i = mimic(X)
+    assert i == 3 and np.array_equal(update, X[3])
+    # against a float64 reference: the top right singular vector of the centred updates
+    rng = np.random.default_rng(4)
+    Y = (rng.standard_normal((9, 40)) * np.linspace(0.1, 3, 40)).astype(np.float32)
+    C = Y.astype(np.float64) - Y.astype(np.float64).mean(axis=0)
+    v = np.linalg.svd(C, full_matrices=False)[2][0]
+    update, i = mimic(Y)
+    assert i == int(np.argmax(np.abs(C @ v))) and np.array_equal(update, Y[i])
+    # one known update: that one
+    assert mimic(Y[:1])[1] == 0
+
+
+def test_mimic_clients_send_one_of_their_honest_updates(tmp_path):
+    from test_clients import StepClient, _flat, _global, _honest_update64
+
+    from flwr_byz.clients import Collusion, MaliciousClient
+
+    coll = Collusion(range(4), StepClient, store_dir=tmp_path)
+    replies = [MaliciousClient(StepClient(p), "mimic", collusion=coll).fit(_global(), {"server-round": 1})
+               for p in range(4)]
+    sent = [_flat(r[0]) - _flat(_global()) for r in replies]
+    assert all(np.array_equal(sent[0], s) for s in sent[1:])
+    chosen = replies[0][2]["attack.mimicked"]
+    np.testing.assert_allclose(sent[0], _honest_update64(chosen), rtol=1e-6, atol=1e-6)

@@ -111,6 +111,9 @@ class MaliciousClient(NumPyClient):
                     metrics[f"attack.forecast-z{zz:g}"] = float(frac)
             elif self.attack == "ipm":
                 update = attacks.inner_product_manipulation(X, epsilon=float(p.get("epsilon", 0.1)))
+            elif self.attack == "mimic":
+                update, chosen = attacks.mimic(X)
+                metrics["attack.mimicked"] = int(chosen)
             elif self.attack in ("alie_optimal", "ipm_optimal"):
                 if not p.get("rule"):
                     raise ValueError(f"{self.attack} needs the server's rule: attack parameter 'rule'")
