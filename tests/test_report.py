@@ -97,3 +97,14 @@ def test_report_pools_several_folders_and_names_them(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # a one-line usage error, not a traceback
         main(["report", str(tmp_path / "missing")])
     assert stop.value.code == 2 and "no such results folder" in capsys.readouterr().err
+
+
+def test_cells_that_differ_beyond_the_seed_are_not_pooled():
+    a = {**run("median", "mimic", 0, 0.9), "setting": "iid-config", "partitioning": "iid"}
+    b = {**run("median", "mimic", 0, 0.8), "setting": "dirichlet-config", "partitioning": "dirichlet"}
+    c = {**run("median", "mimic", 1, 0.7), "setting": "dirichlet-config", "partitioning": "dirichlet"}
+    rows = over_seeds([a, b, c])
+    assert sorted((r["partitioning"], r["runs"]) for r in rows) == [("dirichlet", 2), ("iid", 1)]
+    table = markdown_table(rows)  # two cells share (defense, attack): one row each, split shown
+    assert "| median | mimic | 9 | 2 | dirichlet | 0,1 | 0.750 [0.700, 0.800] |" in table
+    assert "| median | mimic | 9 | 2 | iid | 0 | 0.900 |" in table

@@ -19,11 +19,12 @@ def over_seeds(summary: list[dict]) -> list[dict]:
     :data:`METRICS`, ``<metric>_mean``, ``_min`` and ``_max`` (None when no seed has it),
     plus ``seeds`` (sorted) and ``runs``."""
     groups: dict[tuple, list[dict]] = {}
-    for s in summary:
-        groups.setdefault(tuple(s[k] for k in GROUP_KEYS), []).append(s)
+    for s in summary:  # one cell: the same configuration but for the seed
+        groups.setdefault(tuple(s.get(k) for k in GROUP_KEYS + ("setting",)), []).append(s)
     out = []
     for key, runs in groups.items():
         row = dict(zip(GROUP_KEYS, key))
+        row["partitioning"] = runs[0].get("partitioning")
         row["seeds"] = sorted(r.get("seed") for r in runs if r.get("seed") is not None)
         row["runs"] = len(runs)
         for m in METRICS:
@@ -49,14 +50,15 @@ def spread(row: dict, metric: str) -> str:
 
 
 def markdown_table(rows: list[dict], *, pivot: bool = True) -> str:
-    """The table of a results folder: with ``pivot``, one row per defense and one column per
-    attack (last-20 accuracy, mean [min, max] over seeds; ASR for the backdoors), else one
-    row per cell."""
+    """The table of a results folder: with ``pivot`` (and one cell per defense and attack),
+    one row per defense and one column per attack (last-20 accuracy, mean [min, max] over
+    seeds; ASR for the backdoors), else one row per cell (with the data split when the
+    cells differ in it)."""
     if not rows:
         return "(no finished runs)\n"
     backdoor = any(r.get("final_asr_mean") is not None for r in rows)
-    if pivot and len({(r["num_clients"], r["num_malicious"] if r["attack"] != "none" else None, r["dataset"])
-                      for r in rows}) <= 2:
+    unique = len({(r["strategy"], r["attack"]) for r in rows}) == len(rows)
+    if pivot and unique:
         attacks = sorted({r["attack"] for r in rows}, key=lambda a: (a != "none", a))
         strategies = sorted({r["strategy"] for r in rows})
         cell = {(r["strategy"], r["attack"]): r for r in rows}
@@ -75,10 +77,13 @@ def markdown_table(rows: list[dict], *, pivot: bool = True) -> str:
                 values.append(v + (" (rounds skipped)" if r["skipped_rounds"] else ""))
             lines.append(f"| {s} | " + " | ".join(values) + " |")
         return "\n".join(lines) + "\n"
-    head = "| defense | attack | n | m | seeds | last-20 accuracy | final accuracy |" + (" ASR |" if backdoor else "")
-    lines = [head, "|" + "---|" * (7 + backdoor)]
+    split = len({r.get("partitioning") for r in rows}) > 1
+    head = ("| defense | attack | n | m |" + (" data split |" if split else "")
+            + " seeds | last-20 accuracy | final accuracy |" + (" ASR |" if backdoor else ""))
+    lines = [head, "|" + "---|" * (7 + split + backdoor)]
     for r in rows:
         line = (f"| {r['strategy']} | {r['attack']} | {r['num_clients']} | {r['num_malicious']} | "
+                + (f"{r.get('partitioning')} | " if split else "") +
                 f"{','.join(map(str, r['seeds']))} | {spread(r, 'tail_accuracy')} | {spread(r, 'final_accuracy')} |")
         if backdoor:
             line += f" {spread(r, 'final_asr')} |"

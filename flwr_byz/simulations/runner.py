@@ -550,6 +550,15 @@ def attack_label(row: dict) -> str:
 TAIL_ROUNDS = 20
 
 
+def _setting(row: dict) -> str:
+    """A short hash of a run's configuration without its seed: the runs of one experiment
+    cell over several seeds share it (:func:`flwr_byz.simulations.report.over_seeds`)."""
+    import hashlib
+
+    config = {k: row[k] for k in sorted(row) if k.startswith("cfg_") and k != "cfg_seed"}
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[dict]:
     """One summary per finished cell of its latest attempt: final and best accuracy, and
     ``tail_accuracy``, the mean over the last :data:`TAIL_ROUNDS` evaluated rounds (under
@@ -581,7 +590,8 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
             "mean_aggregation_time_s": float(np.mean(agg)) if agg else None,
             "mean_round_time_s": float(np.mean([r["round_time_s"] for r in rs if r["round"] > 0])),
             "skipped_rounds": sum(1 for r in rs if r["round"] > 0 and r.get("skipped")),
-            "seed": last.get("cfg_seed"), "engine": prov.get("engine"), "code_version": prov.get("code_version"),
+            "seed": last.get("cfg_seed"), "partitioning": last.get("cfg_partitioning"),
+            "setting": _setting(last), "engine": prov.get("engine"), "code_version": prov.get("code_version"),
             "flwr": prov.get("flwr"), "torch": prov.get("torch"), "numpy": prov.get("numpy"),
             "command": prov.get("command"),
         })
