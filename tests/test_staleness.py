@@ -1,0 +1,76 @@
+"""Staleness check of docs/RESULTS.md: rerun short, fixed-seed cells of the recorded
+experiments and compare with the numbers the generated tables hold. Slow (minutes), not run
+in CI:
+
+    .venv/bin/python -m pytest -m slow tests/test_staleness.py
+
+A cell here is rerun exactly as its table's command ran it (same configuration and seeds),
+in the in-process engine, and its last-20 accuracy, averaged over the table's seeds, must
+match the table within TOLERANCE (0.005: the tables print three decimals; a core change
+that moves a run further than that makes its table stale). The MNIST cell needs the MNIST
+files (``FLWR_BYZ_DATA`` or ``../shared/data``) and is skipped without them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flwr_byz.simulations.config import RunConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FLWR_BYZ_DATA", ROOT.parent / "shared" / "data"))
+TOLERANCE = 0.005
+
+
+def recorded(block: str, row: str, column: int) -> float:
+    """The mean in ``column`` (0 = the defense's own cell) of the row starting ``| row |`` in the
+    generated table between ``<!-- block:start -->`` and ``<!-- block:end -->``."""
+    text = (ROOT / "docs" / "RESULTS.md").read_text()
+    table = text.split(f"<!-- {block}:start -->")[1].split(f"<!-- {block}:end -->")[0]
+    line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    return float(re.match(r"[0-9.]+", cells[column]).group())
+
+
+def rerun(tmp_path, cells: list[RunConfig]) -> float:
+    """Mean last-20 accuracy of ``cells`` (one per seed), run in-process."""
+    from flwr_byz.simulations.runner import run_cells, summarize
+
+    rows = run_cells(cells, tmp_path, progress=False, engine="inprocess")
+    return float(np.mean([s["tail_accuracy"] for s in summarize(rows, cells)]))
+
+
+DIGITS = dict(num_clients=20, num_malicious=5, f=5, rounds=30, local_steps=1, server_momentum=0.9)
+
+
+def test_rule_aware_ipm_against_the_trimmed_mean(tmp_path):
+    cells = [RunConfig(strategy="trimmed_mean", attack="ipm_optimal", seed=s, **DIGITS) for s in (0, 1, 2)]
+    # the table's columns: defense, alie, alie_optimal, ipm, ipm_optimal
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("optimal-table", "trimmed_mean", 4), abs=TOLERANCE)
+
+
+def test_mimic_against_the_median_on_the_dirichlet_split(tmp_path):
+    cells = [RunConfig(strategy="median", attack="mimic", seed=s, partitioning="dirichlet", alpha=0.3, **DIGITS)
+             for s in (0, 1, 2)]
+    # the by-cell table: defense, attack, n, m, split, seeds, last-20 ...; the row is found by
+    # its first cells
+    text = (ROOT / "docs" / "RESULTS.md").read_text().split("<!-- mimic-table:start -->")[1]
+    line = next(l for l in text.splitlines() if l.startswith("| median | mimic | 20 | 5 | dirichlet |"))
+    value = float(re.match(r"[0-9.]+", line.strip("|").split("|")[6].strip()).group())
+    assert rerun(tmp_path, cells) == pytest.approx(value, abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_caf_under_sign_flipping_on_mnist(tmp_path):
+    cell = RunConfig(strategy="caf", attack="sign_flip", dataset="mnist", data_root=str(DATA), num_clients=51,
+                     num_malicious=12, f=12, rounds=300, local_steps=1, batch_size=83, lr=0.1,
+                     server_momentum=0.9, seed=0)
+    # the catalogue table's columns: defense, none, alie, sign_flip
+    assert rerun(tmp_path, [cell]) == pytest.approx(recorded("catalogue-table", "caf", 3), abs=TOLERANCE)
