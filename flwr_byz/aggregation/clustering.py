@@ -22,7 +22,7 @@ import numpy as np
 
 from ._validate import as_update_matrix, raise_if_nonfinite
 from .distances import cosine_distances, distances_to
-from .mean import weighted_mean
+from .mean import subset_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
@@ -72,9 +72,7 @@ def clustering(updates, *, f: int = 0, linkage: str = "complete", return_report:
     n = X.shape[0]
     check_bound("clustering", n, f)
     selected = larger_cluster(cosine_distances(X), linkage)
-    mask = np.zeros(n)
-    mask[selected] = 1.0
-    agg = weighted_mean(X, mask)
+    agg = subset_mean(X, selected)
     return (agg, AggregationReport("clustering", n, f, selected=selected.tolist())) if return_report else agg
 
 
@@ -110,10 +108,7 @@ def clipped_clustering(updates, *, f: int = 0, linkage: str = "average", max_tau
     tau = min(float(np.median(np.concatenate([past, norms]))), float(max_tau))
     scale = np.where(norms > tau, tau / np.where(norms > 0, norms, 1.0), 1.0)
     selected = larger_cluster(cosine_distances(X), linkage)  # clipping keeps every cosine
-    w = np.zeros(n)
-    w[selected] = scale[selected]
-    # the mean of the clipped selected updates, without a clipped copy of X
-    agg = (weighted_mean(X, w) * (w.sum() / selected.size)).astype(X.dtype) if w.any() else np.zeros(d, X.dtype)
+    agg = subset_mean(X, selected, scale)  # the mean of the clipped selected updates
     if return_report:
         return agg, AggregationReport("clipped_clustering", n, f, selected=selected.tolist(), scores=scale,
                                       details={"tau": tau, "norms": norms})

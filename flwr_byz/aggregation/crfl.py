@@ -50,18 +50,21 @@ class ParameterSmoothing:
     def apply(self, arrays: list[np.ndarray], server_round: int = 0) -> tuple[list[np.ndarray], dict]:
         """The clipped and perturbed arrays (new arrays, same dtypes and shapes) and the
         step's report: the norm before clipping and the scale applied."""
-        floating = [i for i, a in enumerate(arrays) if np.asarray(a).dtype.kind in "fc"]
-        norm = math.sqrt(math.fsum(float(np.vdot(a, a).real) for a in (np.asarray(arrays[i]).astype(
-            np.complex128 if np.asarray(arrays[i]).dtype.kind == "c" else np.float64) for i in floating)))
+        out = [np.asarray(a) for a in arrays]
+        floating = [i for i, a in enumerate(out) if a.dtype.kind in "fc"]
+        norm = math.sqrt(math.fsum(float(np.vdot(r, r)) for r in (_real(out[i]).astype(np.float64) for i in floating)))
         scale = 1.0 if self.clip_norm is None or norm <= self.clip_norm else self.clip_norm / norm
         rng = np.random.default_rng(None if self.seed is None else (int(self.seed), int(server_round)))
-        out = [np.asarray(a) for a in arrays]
         for i in floating:
-            a = out[i]
-            real = a.view(a.real.dtype) if a.dtype.kind == "c" else a
+            a, real = out[i], _real(out[i])
             new = real.astype(np.float64) * scale
             if self.noise_std:
                 new = new + rng.normal(0.0, self.noise_std, real.shape)
             new = np.asarray(new, dtype=real.dtype)  # 0-d stays an array (not a NumPy scalar)
             out[i] = new.view(a.dtype).reshape(a.shape) if a.dtype.kind == "c" else new.reshape(a.shape)
         return out, {"model_norm": norm, "clip_scale": scale}
+
+
+def _real(a: np.ndarray) -> np.ndarray:
+    """A complex array as its real and imaginary parts (a real view); others as they are."""
+    return a.view(a.real.dtype) if a.dtype.kind == "c" else a

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._validate import as_update_matrix
 from .distances import pairwise_sq_distances
-from .mean import weighted_mean
+from .mean import subset_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 from .spectral import top_eigen
@@ -80,9 +80,7 @@ def dnc(updates, *, f: int, sub_dim: int = 10_000, num_iters: int = 5, filter_fr
     selected = np.flatnonzero(kept)
     if selected.size == 0:
         selected = np.sort(good)
-    weights = np.zeros(n)
-    weights[selected] = 1.0
-    agg = weighted_mean(X, weights)
+    agg = subset_mean(X, selected)
     if return_report:
         return agg, AggregationReport("dnc", n, f, selected=selected.tolist(), scores=scores,
                                       details={"removed_per_iteration": removed})

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._validate import as_update_matrix, raise_if_nonfinite
 from .distances import sq_distances_to
-from .mean import weighted_mean
+from .mean import subset_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
@@ -81,9 +81,7 @@ def mda(updates, *, f: int, return_report: bool = False):
     within = D[tied[:, :, None], tied[:, None, :]][:, upper[0], upper[1]]
     within = -np.sort(-within, axis=1)
     selected = tied[np.lexsort(within.T[::-1])[0]] if len(tied) > 1 else tied[0]
-    mask = np.zeros(n)
-    mask[selected] = 1.0
-    agg = weighted_mean(X, mask)
+    agg = subset_mean(X, selected)
     if return_report:
         return agg, AggregationReport("mda", n, f, selected=selected.tolist(),
                                       details={"diameter": float(np.sqrt(best))})

@@ -30,6 +30,21 @@ def weighted_mean(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     return w.astype(X.dtype) @ X
 
 
+def subset_mean(X: np.ndarray, rows, scale=None) -> np.ndarray:
+    """Mean of the rows ``rows`` of X, each first multiplied by ``scale[i]`` when given (a
+    clipping factor): (1 / |rows|) sum_{i in rows} scale_i x_i, in X's dtype, from one
+    :func:`weighted_mean` (no scaled copy of X). Zeros when every factor is 0. What the
+    selection and filtering rules average once they know which updates they keep."""
+    rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+    w = np.zeros(X.shape[0])
+    w[rows] = 1.0 if scale is None else np.asarray(scale, dtype=np.float64)[rows]
+    if scale is None:
+        return weighted_mean(X, w)
+    if not w.any():
+        return np.zeros(X.shape[1], X.dtype)
+    return (weighted_mean(X, w) * (w.sum() / rows.size)).astype(X.dtype)
+
+
 @register_rule("mean", cost="O(n d)", bound=lambda f: 1 if f == 0 else NO_TOLERANCE, flower="FedAvg",
                strategy="RobustFedAvg", aliases=("fedavg",), bound_text="(no tolerance: f must be 0)",
                paper="McMahan et al., AISTATS 2017")

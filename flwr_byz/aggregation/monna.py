@@ -15,7 +15,7 @@ import numpy as np
 
 from ._validate import as_update_matrix, raise_if_nonfinite
 from .distances import sq_distances_to
-from .mean import weighted_mean
+from .mean import subset_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
@@ -58,9 +58,7 @@ def monna(updates, *, f: int, center=None, idx: int | None = None, return_report
     sq = sq_distances_to(X, pivot)
     raise_if_nonfinite(X, sq)
     selected = np.sort(np.argsort(sq, kind="stable")[: n - f])
-    mask = np.zeros(n)
-    mask[selected] = 1.0
-    agg = weighted_mean(X, mask)
+    agg = subset_mean(X, selected)
     if return_report:
         return agg, AggregationReport("monna", n, f, selected=selected.tolist(), scores=sq)
     return agg

@@ -70,11 +70,17 @@ class RuleSpec:
         return "weights" in inspect.signature(self.fn).parameters
 
     @property
+    def keeps_norm_history(self) -> bool:
+        """Whether the rule takes ``history``, the norms of every earlier update, which the
+        strategy keeps for it (ClippedClustering)."""
+        return "history" in inspect.signature(self.fn).parameters
+
+    @property
     def state(self) -> str:
         """What the strategy keeps across rounds for this rule (docs' rule table)."""
         if self.stateful:
             return "the previous aggregate"
-        if "history" in inspect.signature(self.fn).parameters:
+        if self.keeps_norm_history:
             return "the norms of all earlier updates"
         return "none"
 

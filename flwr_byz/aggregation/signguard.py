@@ -25,7 +25,7 @@ import numpy as np
 
 from ._validate import CHUNK_COLUMNS, as_update_matrix, raise_if_nonfinite
 from .distances import distances_to
-from .mean import weighted_mean
+from .mean import subset_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
@@ -100,8 +100,7 @@ def signguard(updates, *, f: int = 0, lower: float = 0.1, upper: float = 3.0, co
     if not kept.any():
         kept = by_norm
     scale = np.where(norms > M, M / np.where(norms > 0, norms, 1.0), 1.0)
-    agg = weighted_mean(X, kept * scale)  # sum of the kept clipped updates / |kept|
-    agg = (agg * (np.sum(kept * scale) / kept.sum())).astype(X.dtype)
+    agg = subset_mean(X, np.flatnonzero(kept), scale)  # the mean of the kept clipped updates
     if return_report:
         return agg, AggregationReport("signguard", n, f, selected=np.flatnonzero(kept).tolist(), scores=scale,
                                       details={"norm_filter_kept": int(by_norm.sum()),

@@ -29,7 +29,7 @@ import numpy as np
 from ._validate import as_update_matrix
 from .distances import pairwise_sq_distances
 from .mda import MAX_SUBSETS, subset_batches
-from .mean import weighted_mean
+from .mean import subset_mean, weighted_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
@@ -117,9 +117,7 @@ def smea(updates, *, f: int, return_report: bool = False):
         i = int(np.argmax(top <= top.min() + slack(top.min())))
         if top[i] < best - slack(best):
             best, selected = float(top[i]), batch[i]
-    mask = np.zeros(n)
-    mask[selected] = 1.0
-    agg = weighted_mean(X, mask)
+    agg = subset_mean(X, selected)
     if return_report:
         return agg, AggregationReport("smea", n, f, selected=selected.tolist(),
                                       details={"max_eigenvalue": max(best, 0.0) * unit})

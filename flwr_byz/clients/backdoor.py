@@ -130,6 +130,7 @@ class _BackdoorBase(NumPyClient):
         the client's own; on a shard they are mixed into the shard's batches."""
         h, b, fraction = self.honest, self.backdoor, self.fraction
         own_x, own_y = np.asarray(h.x), np.asarray(h.y)
+        on_shard = hasattr(h, "training_data") and "detox-shard" in config
         if hasattr(h, "training_data"):
             x, y, seed = h.training_data(config)
             x, y = np.asarray(x), np.asarray(y)
@@ -139,14 +140,14 @@ class _BackdoorBase(NumPyClient):
                               int(getattr(h, "partition_id", 0)))
         if isinstance(b, PixelTrigger):
             return x, y, seed, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng)
-        on_own = x is own_x or (x.shape == own_x.shape and np.array_equal(x, own_x))
-        if on_own:  # the chosen samples stay in the data, relabelled
+        if not on_shard:  # its own data: the chosen samples stay in it, relabelled
             y = b.relabel(y)
         return x, y, seed, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng, source=(own_x, own_y))
 
     def _train(self, parameters, config, *, start=None, loss_weight: float = 1.0, prox_fn=None):
         """Train the honest client's model on the poisoned data from ``start`` (default: the
-        global weights); returns (weights, loss). ``prox_fn(model, lr)`` builds ``prox``."""
+        global weights); returns (weights, loss, number of examples trained on). ``prox_fn(model,
+        lr)`` builds ``prox``."""
         h = self.honest
         lr = float(config.get("lr", getattr(h, "lr", 0.1)))
         steps_cfg = int(config.get("local-steps", 0) or 0)
@@ -161,8 +162,7 @@ class _BackdoorBase(NumPyClient):
             momentum=float(config.get("momentum", getattr(h, "momentum", 0.0))), seed=seed, steps=steps,
             device=device, loss_weight=loss_weight, prox=None if prox_fn is None else prox_fn(model, lr),
         )
-        self._trained_on = len(x)  # the reply's number of examples: what was trained on
-        return get_weights(model), float(loss)
+        return get_weights(model), float(loss), len(x)
 
 
 class BackdoorClient(_BackdoorBase):
@@ -180,8 +180,8 @@ class BackdoorClient(_BackdoorBase):
         super().__init__(honest, backdoor, fraction)
 
     def fit(self, parameters, config):
-        weights, loss = self._train([np.copy(p) for p in parameters], config)
-        return weights, self._trained_on, {**self._metrics(), "train_loss": loss}
+        weights, loss, trained_on = self._train([np.copy(p) for p in parameters], config)
+        return weights, trained_on, {**self._metrics(), "train_loss": loss}
 
 
 class ModelReplacementClient(_BackdoorBase):
@@ -209,12 +209,12 @@ class ModelReplacementClient(_BackdoorBase):
 
     def fit(self, parameters, config):
         parameters = [np.copy(p) for p in parameters]
-        weights, loss = self._train(parameters, config)
+        weights, loss, trained_on = self._train(parameters, config)
         layout = ModelLayout.of(parameters)
         update = layout.flatten(weights).astype(np.float64) - layout.flatten(parameters).astype(np.float64)
         boosted = bd.model_replacement(update, self.gamma)
         metrics = {**self._metrics(), "train_loss": loss, "attack.gamma": self.gamma}
-        return apply_update(layout, parameters, boosted), self._trained_on, metrics
+        return apply_update(layout, parameters, boosted), trained_on, metrics
 
 
 class AlieBackdoorClient(_BackdoorBase):
@@ -273,12 +273,13 @@ class AlieBackdoorClient(_BackdoorBase):
             anchor = layout.flatten(parameters).astype(np.float64) + mu
             scale = np.maximum(0.5 * (hi - lo), 1e-5)  # z sigma, floored as in the paper
             prox_fn = self._prox_builder(layout, anchor, scale)
-        weights, loss = self._train(parameters, config, start=start, loss_weight=self.alpha, prox_fn=prox_fn)
+        weights, loss, trained_on = self._train(parameters, config, start=start, loss_weight=self.alpha,
+                                                prox_fn=prox_fn)
         update = layout.flatten(weights).astype(np.float64) - layout.flatten(parameters).astype(np.float64)
         projected, clipped = alie_box_projection(update, X, z, return_fraction=True)
         metrics = {**self._metrics(), "train_loss": loss, "attack.alie-z": float(z),
                    "attack.alie-alpha": self.alpha, "attack.alie-clipped": clipped}
-        return apply_update(layout, parameters, projected), self._trained_on, metrics
+        return apply_update(layout, parameters, projected), trained_on, metrics
 
     def _prox_builder(self, layout: ModelLayout, anchor: np.ndarray, scale: np.ndarray):
         alpha = self.alpha

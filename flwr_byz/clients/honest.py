@@ -128,14 +128,17 @@ class TorchClient(NumPyClient):
         self.data_transform = None  # (x, y) -> (x, y): a data-poisoning attack's hook
         self.model = make_model(model, self.input_shape, num_classes, seed=seed)
 
+    def _round_seed(self, config, partition_id=None) -> int:
+        """The seed of this client's (or partition ``partition_id``'s) training in the round."""
+        pid = self.partition_id if partition_id is None else int(partition_id)
+        return round_seed(self.seed, int(config.get("server-round", 0)), pid)
+
     def training_data(self, config, partition_id=None) -> tuple[np.ndarray, np.ndarray, int]:
         """``(x, y, seed)`` this client trains on in the round of ``config``: its own
         partition with its round seed, or, when the config carries DETOX's ``detox-shard``,
         the group's shard with the group's seed. A data-poisoning attack poisons exactly
         these (the same rule for honest training, label flipping and backdoor poisoning)."""
-        server_round = int(config.get("server-round", 0))
-        pid = self.partition_id if partition_id is None else int(partition_id)
-        seed = round_seed(self.seed, server_round, pid)
+        seed = self._round_seed(config, partition_id)
         x, y = self.x, self.y
         if "detox-shard" in config:
             if self.shard_fn is None:
@@ -152,8 +155,7 @@ class TorchClient(NumPyClient):
             if self.data_transform is not None:
                 x, y = self.data_transform(x, y)
         else:
-            pid = self.partition_id if partition_id is None else int(partition_id)
-            seed = round_seed(self.seed, int(config.get("server-round", 0)), pid)
+            seed = self._round_seed(config, partition_id)
         set_weights(self.model, parameters)
         loss = train_locally(
             self.model, x, y, epochs=int(config.get("local-epochs", self.local_epochs)),

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from ..aggregation import ParameterSmoothing, PreAggregator
 
-# keys of a strategy-params mapping that configure the strategy, not its rule
-STRATEGY_KEYS = ("pre", "crfl", "weighting", "weight_cap")
-
 
 def split_strategy_params(params: dict) -> tuple[dict, dict]:
     """``(rule_params, options)`` from a strategy-params mapping.

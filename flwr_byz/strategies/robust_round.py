@@ -10,7 +10,6 @@ the global model is kept.
 
 from __future__ import annotations
 
-import inspect
 
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from logging import ERROR, INFO, WARNING
 import numpy as np
 from flwr.common.logger import log
 
-from ..aggregation import RobustAggregator
+from ..aggregation import REGISTRY, RobustAggregator
 from ..updates import WEIGHTINGS, ModelLayout, apply_update, nonfinite_arrays, policy_weights, read_weight, stack_updates
 
 
@@ -94,8 +93,8 @@ class RobustRound:
         self.history: list[dict] = []
         self.last_update: np.ndarray | None = None
         # a rule whose state is the norms of all earlier updates (ClippedClustering)
-        fn = getattr(aggregator, "_fn", None)
-        self.keeps_norm_history = fn is not None and "history" in inspect.signature(fn).parameters
+        spec = REGISTRY.get(getattr(aggregator, "rule", None))
+        self.keeps_norm_history = spec is not None and spec.keeps_norm_history
         self.norm_history: list[np.ndarray] = []
 
     def _screen(self, replies, weights: dict):
@@ -293,8 +292,6 @@ class RobustStrategyMixin:
         aggregating the replies' differences to zero and adding them back to zero is exactly
         the rule on the replies themselves (Flower's semantics for its own robust strategies). Returns ``(arrays, names)`` or
         ``(None, reason)`` where the rule needs the round's real global model."""
-        from ..aggregation.registry import REGISTRY
-
         spec = REGISTRY.get(getattr(self.robust.aggregator, "rule", ""))
         if spec is None or not spec.translation_equivariant or self._groups is not None:
             return None, f"{self.robust.aggregator.rule} needs the round's global model (call configure_* first)"
