@@ -430,6 +430,25 @@ def test_fuzz_hostile_replies(rule, f, pre, detox, api, data):
 
 
 @pytest.mark.parametrize("api", APIS)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(data=st.data())
+def test_fuzz_hostile_replies_with_crfl(api, data):
+    """CRFL's parameter smoothing on top of a rule: the same hostile replies, and the
+    clipped, perturbed model must still be finite, in its dtypes, never raise."""
+    from flwr_byz.aggregation import ParameterSmoothing
+
+    g = global_arrays()
+    honest = _honest_specs(g, N_HONEST, seed=data.draw(st.integers(0, 100), label="honest seed"))
+    specs = honest + _hostile_specs(data, api, g)
+    specs = [specs[i] for i in data.draw(st.permutations(range(len(specs))), label="order")]
+    strategy = make_strategy(api, "median", 1, parameter_smoothing=ParameterSmoothing(clip_norm=1.0, noise_std=0.01,
+                                                                                      seed=0))
+    with LogCapture() as logs:
+        out = aggregate(strategy, api, g, specs)
+    _check_round(strategy, api, g, specs, out, logs.lines, strategy.robust.aggregator.minimum_clients(), 1)
+
+
+@pytest.mark.parametrize("api", APIS)
 def test_every_hostile_kind_is_exercised(api):
     # The harness's own completeness: every kind builds a reply in this API.
     g = global_arrays()
