@@ -72,6 +72,9 @@ from flwr_byz.aggregation import (
     clipped_clustering,
     clustering,
     dnc,
+    flame,
+    fltrust,
+    foolsgold,
     geometric_median,
     krum,
     mda,
@@ -466,6 +469,24 @@ def run_size(n: int, d: int, f: int, args, log) -> dict:
                         "X @ X.T + 2 x X.mean(axis=0)")
     row["notes"].append("norms, one Gram matrix (no copy of X), one weighted mean")
     del out
+
+    # ---- defenses with server knowledge or memory (issue 14)
+    g0 = np.asarray(X[f:].mean(axis=0, dtype=np.float64))  # a stand-in for the server's root-data update
+    row, out = flwr_byz("fltrust", lambda: fltrust(X, server_update=g0), 3 * pass_s, "3 x X.mean(axis=0)")
+    row["notes"].append("norms, float64 dot products with g0, one weighted mean; the server's own training "
+                        "(100 examples, one local epoch) is not included")
+    del out
+    H = X * np.float32(2.0)  # each client's sum of updates (the strategy keeps it)
+    row, out = flwr_byz("foolsgold", lambda: foolsgold(X, client_history=H), floors["gram"] + pass_s,
+                        "X @ X.T + X.mean(axis=0)")
+    row["notes"].append("cosines of the (n, d) histories from one Gram matrix, one weighted mean of X")
+    del out, H
+    G = np.random.default_rng(1).standard_normal(d).astype(np.float32)
+    row, out = flwr_byz("flame", lambda: flame(X, f=f, global_model=G, seed=0), floors["gram"] + 3 * pass_s,
+                        "X @ X.T + 3 x X.mean(axis=0)")
+    row["notes"].append("model cosines (Gram matrix, norms, dots with G), HDBSCAN on n points, one weighted mean, "
+                        "Gaussian noise")
+    del out, G
 
     # ---- mean
     row, out = flwr_byz("mean", lambda: mean(X), floors["pass"], "X.mean(axis=0)", f_used=0)

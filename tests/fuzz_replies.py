@@ -206,7 +206,19 @@ def to_fitres(spec: Spec):
     return Proxy(str(spec.node)), FitRes(Status(Code.OK, ""), params, spec.weight, {"partition-id": spec.node})
 
 
+def server_update_fn(arrays):
+    """FLTrust's server update in the harness: an honest-looking trained model (fixed draw)."""
+    return honest_arrays(np.random.default_rng(7), [np.asarray(a) for a in arrays])
+
+
 def make_strategy(api: str, rule: str, f: int, *, pre=(), detox: bool = False, **kwargs):
+    from flwr_byz.aggregation import REGISTRY
+
+    spec = REGISTRY.get(rule)
+    if spec is not None and "server_update" in spec.required_inputs:
+        kwargs.setdefault("server_update_fn", server_update_fn)
+    if spec is not None and "seed" in spec.params and not detox:  # a randomised rule: the same draw every time
+        kwargs["rule_params"] = {"seed": 0, **kwargs.get("rule_params", {})}
     if api == "message":
         from flwr_byz import strategies as S
 

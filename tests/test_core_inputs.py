@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rule_inputs import round_inputs
 from flwr_byz.aggregation import RULES, RobustAggregator, nearest_neighbor_mixing, pairwise_sq_distances
 
 
@@ -15,7 +16,7 @@ def test_rules_do_not_modify_their_input(rule, d):
     X = np.random.default_rng(d).normal(size=(11, d)).astype(np.float32)
     X[0] *= 1e4  # far outlier: also exercises the median-centred distance pass
     before = X.copy()
-    RobustAggregator(rule, f=0 if rule == "mean" else 2)(X)
+    RobustAggregator(rule, f=0 if rule == "mean" else 2)(X, **round_inputs(rule, X))
     pairwise_sq_distances(X)
     nearest_neighbor_mixing(X, f=2)
     np.testing.assert_array_equal(X, before)

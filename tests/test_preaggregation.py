@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rule_inputs import round_inputs
 from flwr_byz.aggregation import (
     REGISTRY,
     PRE_AGGREGATORS,
@@ -182,9 +183,10 @@ def test_plain_rules_match_the_functions():
     for rule, fn in RULES.items():
         f = 0 if rule == "mean" else 2
         seeded = "seed" in REGISTRY[rule].params  # a randomised rule: RobustAggregator passes (seed, round)
-        agg, rep = RobustAggregator(rule, f=f, **({"seed": 4} if seeded else {}))(X, server_round=3)
+        extra = round_inputs(rule, X)
+        agg, rep = RobustAggregator(rule, f=f, **({"seed": 4} if seeded else {}))(X, server_round=3, **extra)
         kwargs = {} if rule == "mean" else {"f": f}
-        np.testing.assert_array_equal(agg, fn(X, **kwargs, **({"seed": (4, 3)} if seeded else {})))
+        np.testing.assert_array_equal(agg, fn(X, **kwargs, **extra, **({"seed": (4, 3)} if seeded else {})))
         assert rep.rule == rule and rep.f == f and "pre" not in rep.details
     agg, rep = RobustAggregator("multi_krum", f=2, m=3)(X)
     np.testing.assert_array_equal(agg, multi_krum(X, f=2, m=3))
@@ -281,11 +283,11 @@ def test_minimum_clients_is_exactly_the_smallest_working_n(rule, f, pre):
         return
     need = aggregator.minimum_clients()
     X = random_updates(need, need, 3)
-    agg, rep = aggregator(X)
+    agg, rep = aggregator(X, **round_inputs(rule, X))
     assert agg.shape == (3,) and np.all(np.isfinite(agg))
     if need > 1:
         with pytest.raises(ByzantineBoundError):
-            aggregator(X[:-1])
+            aggregator(X[:-1], **round_inputs(rule, X))
 
 
 # --- ARC (Allouah et al. 2024) ------------------------------------------------------------------

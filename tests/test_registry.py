@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rule_inputs import round_inputs
 from flwr_byz import strategies
 from flwr_byz.aggregation import REGISTRY, RULES, ByzantineBoundError, RobustAggregator, minimum_clients
 from flwr_byz.aggregation.registry import NO_TOLERANCE, check_bound, register_rule, resolve_rule
@@ -95,13 +96,13 @@ def test_check_bound_and_minimum_clients_are_one_source(name):
         assert minimum_clients(name, f) == need == RobustAggregator(name, f=f).minimum_clients()
         if need >= NO_TOLERANCE:
             with pytest.raises(ByzantineBoundError):
-                RULES[name](np.ones((50, 3), np.float32), f=f)
+                RULES[name](np.ones((50, 3), np.float32), f=f, **round_inputs(name, np.ones((50, 3))))
             continue
         X = np.random.default_rng(f).normal(size=(need, 3)).astype(np.float32)
-        assert np.isfinite(RULES[name](X, f=f)).all()  # exactly at the bound: works
+        assert np.isfinite(RULES[name](X, f=f, **round_inputs(name, X))).all()  # exactly at the bound: works
         if need > 1:
             with pytest.raises(ByzantineBoundError, match=re.escape(f"n >= {spec.formula()} = {need}")):
-                RULES[name](X[:-1], f=f)
+                RULES[name](X[:-1], f=f, **round_inputs(name, X))
 
 
 BUILT_IN = sorted(REGISTRY)

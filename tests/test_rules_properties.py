@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rule_inputs import round_inputs
 from flwr_byz.aggregation import (
     REGISTRY,
     RULES,
@@ -87,6 +88,7 @@ def test_permutation_invariance(data, rule):
         kwargs.update(tau=float(np.median(np.linalg.norm(X, axis=1))), iterations=3)
     if rule == "signsgd_majority":
         kwargs.update(server_lr=0.5)
+    kwargs.update(round_inputs(rule, X))  # FLTrust's server update: the same for both orders
     out, rep = RULES[rule](X, return_report=True, **kwargs)
     out_p, rep_p = RULES[rule](X[perm], return_report=True, **kwargs)
     tol = 1e-5 * _scale(X)

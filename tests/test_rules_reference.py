@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
+from rule_inputs import round_inputs
 from flwr_byz.aggregation import (
     AggregationReport,
     ByzantineBoundError,
@@ -518,6 +519,9 @@ BOUNDS = {
     "signguard": lambda f: 2 * f + 1,  # Xu et al. 2022: the honest majority is the largest cluster
     "clustering": lambda f: 2 * f + 1,  # Sattler et al. 2020: the larger cluster is honest
     "clipped_clustering": lambda f: 2 * f + 1,  # Li, Ngai & Voigt 2023: as Clustering
+    "fltrust": lambda f: 1,  # Cao et al. 2021: any number of malicious clients (the root data is the anchor)
+    "foolsgold": lambda f: 1,  # Fung et al. 2020: no bound on the number of sybils
+    "flame": lambda f: 2 * f + 1,  # Nguyen et al. 2022: fewer than n / 2 malicious clients
 }
 
 
@@ -527,21 +531,22 @@ def test_byzantine_bound(rule, f):
     fn = RULES[rule]
     need = BOUNDS[rule](f)
     X = random_updates(f, need, 3)
-    out = fn(X, f=f)  # exactly at the bound: works
+    extra = round_inputs(rule, X)
+    out = fn(X, f=f, **extra)  # exactly at the bound: works
     assert out.shape == (3,) and np.all(np.isfinite(out))
     assert issubclass(ByzantineBoundError, ValueError)
     if need > 1:  # (n = 0 is an empty matrix, a plain ValueError)
         with pytest.raises(ByzantineBoundError, match=f"f={f}"):
-            fn(X[:-1], f=f)
+            fn(X[:-1], f=f, **extra)
         with pytest.raises(ByzantineBoundError):
-            fn(np.vstack([X[:-1]] * 1)[: max(need - 1 - f, 1)], f=f)
+            fn(np.vstack([X[:-1]] * 1)[: max(need - 1 - f, 1)], f=f, **extra)
 
 
 @pytest.mark.parametrize("rule", sorted(BOUNDS))
 @pytest.mark.parametrize("f", ["1", 1.0, -1, True])
 def test_f_that_is_not_a_count_is_refused_by_name(rule, f):
     with pytest.raises(ValueError, match=f"{rule}: f must be a non-negative integer"):
-        RULES[rule](random_updates(0, 12, 3), f=f)
+        RULES[rule](random_updates(0, 12, 3), f=f, **round_inputs(rule, np.zeros((1, 3))))
 
 
 def test_geometric_median_converges_past_a_huge_finite_update():
@@ -569,6 +574,7 @@ def test_nonfinite_row_is_named(rule):
     fn = RULES[rule]
     X = random_updates(1, 11, 4)
     kwargs = {} if rule == "mean" else {"f": 1}
+    kwargs.update(round_inputs(rule, X))
     for bad in (np.nan, np.inf, -np.inf):
         Y = X.copy()
         Y[7, 2] = bad
@@ -585,19 +591,20 @@ def test_nonfinite_row_is_named(rule):
 def test_bad_shapes_and_params(rule):
     fn = RULES[rule]
     kwargs = {} if rule == "mean" else {"f": 0}
+    inputs = round_inputs(rule, np.zeros((1, 3)))
     for bad in (np.zeros(5, np.float32), np.zeros((2, 3, 4), np.float32), np.zeros((0, 3), np.float32),
                 np.zeros((3, 0), np.float32), np.zeros((5, 2), np.complex64), np.array([["a", "b"]] * 5)):
         with pytest.raises(ValueError):
-            fn(bad, **kwargs)
+            fn(bad, **kwargs, **inputs)
     X = random_updates(2, 9, 3)
     if rule != "mean":
         for f in (-1, 1.5, True, np.float64(2.0)):
             with pytest.raises(ValueError):
-                fn(X, f=f)
+                fn(X, f=f, **inputs)
         with pytest.raises((TypeError, ValueError)):  # not a number at all
-            fn(X, f="1")
+            fn(X, f="1", **inputs)
     # integer and list inputs are accepted (converted to float32)
-    out = fn([[int(v) for v in row] for row in np.round(X * 10)], **kwargs)
+    out = fn([[int(v) for v in row] for row in np.round(X * 10)], **kwargs, **inputs)
     assert out.dtype == np.float32
 
 
@@ -608,6 +615,7 @@ def test_no_runtime_warnings_on_zero_duplicate_and_huge_rows(rule):
     X[1] = X[2]  # a duplicate: zero distance
     X[3] = 1e30  # a huge (finite) Byzantine row: float32 products overflow
     kwargs = {} if rule == "mean" else {"f": 2}
+    kwargs.update(round_inputs(rule, X))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = RULES[rule](X, **kwargs)
@@ -652,6 +660,7 @@ def test_report_metrics_are_plain_scalars(rule):
     kwargs = {} if rule == "mean" else {"f": 2}
     if "seed" in REGISTRY[rule].params:  # a randomised rule: the same draw for both calls
         kwargs["seed"] = 0
+    kwargs.update(round_inputs(rule, X))
     agg, rep = RULES[rule](X, return_report=True, **kwargs)
     assert isinstance(rep, AggregationReport)
     assert rep.rule == rule and rep.n == 11 and rep.f == kwargs.get("f", 0)

@@ -203,34 +203,54 @@ def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = GRAM_COLUMNS) -> n
     return D
 
 
-def cosine_distances(X: np.ndarray) -> np.ndarray:
-    """(n, n) float64 matrix of cosine distances 1 - cos(x_i, x_j) between the rows of X.
+def cosine_distances(X: np.ndarray, origin: np.ndarray | None = None, sq_norms: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) float64 matrix of cosine distances 1 - cos(w_i, w_j) between the points
+    w_i = origin + x_i (the rows of X when ``origin`` is None; the clients' models when X
+    holds their updates and ``origin`` the global model, as FLAME compares them).
 
-    From the careful squared distances D (:func:`pairwise_sq_distances`) and the norms a_i
-    (direct): 1 - cos = (D_ij - (a_i - a_j)^2) / (2 a_i a_j), clipped to [0, 2]. No
-    normalised copy of X is made, and nearly equal updates (what ALIE sends) get their true
-    small distances instead of the rounding noise of 1 - x.y / (|x| |y|). A zero row is
-    taken as orthogonal to every other row (distance 1; 0 to another zero row).
+    From the careful squared distances D (:func:`pairwise_sq_distances`: |w_i - w_j| =
+    |x_i - x_j|) and the norms a_i = |w_i|: 1 - cos = (D_ij - (a_i - a_j)^2) / (2 a_i a_j),
+    clipped to [0, 2]. With an origin g, a_i - a_j is taken as (a_i^2 - a_j^2) / (a_i + a_j)
+    with a_i^2 = |g|^2 + 2 <g, x_i> + |x_i|^2 (float64 products), so models that differ by
+    tiny updates keep their true tiny distances. No normalised copy of X is made, and
+    nearly equal updates (what ALIE sends) get their true small distances instead of the
+    rounding noise of 1 - x.y / (|x| |y|). A zero point is taken as orthogonal to every
+    other point (distance 1; 0 to another zero point). ``sq_norms``: the |x_i|^2 when the
+    caller has them (:func:`sq_distances_to` to zero), to save a pass over X.
     """
     D = pairwise_sq_distances(X)
-    a = distances_to(X, np.zeros(X.shape[1], dtype=X.dtype))
+    q = sq_distances_to(X, np.zeros(X.shape[1], dtype=X.dtype)) if sq_norms is None else sq_norms  # |x_i|^2
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if origin is None:
+            a = np.sqrt(q)
+            gap = a[:, None] - a[None, :]
+        else:
+            from .kernels import row_dots
+
+            g = np.asarray(origin, dtype=np.float64).reshape(-1)
+            p = row_dots(X, g)
+            sq = np.maximum(float(g @ g) + 2.0 * p + q, 0.0)
+            a = np.sqrt(sq)
+            gap = (2.0 * (p[:, None] - p[None, :]) + (q[:, None] - q[None, :])) / (a[:, None] + a[None, :])
         ab = a[:, None] * a[None, :]
-        C = (D - (a[:, None] - a[None, :]) ** 2) / (2.0 * ab)
+        C = (D - gap**2) / (2.0 * ab)
     C = np.where(ab > 0, np.clip(C, 0.0, 2.0), np.where((a[:, None] == 0) & (a[None, :] == 0), 0.0, 1.0))
     # entries the identity cannot give (norms or distances beyond float64's range: only huge
     # updates): directly from the unit rows, each scaled by its largest entry first
     for i in np.unique(np.nonzero(~np.isfinite(C))[0]):
-        ui = _unit_row(X, i)
+        ui = _unit_row(X, i, origin)
         for j in np.flatnonzero(~np.isfinite(C[i])):
-            C[i, j] = C[j, i] = min(max(0.5 * float(np.sum((ui - _unit_row(X, j)) ** 2)), 0.0), 2.0)
+            C[i, j] = C[j, i] = min(max(0.5 * float(np.sum((ui - _unit_row(X, j, origin)) ** 2)), 0.0), 2.0)
     np.fill_diagonal(C, 0.0)
     return C
 
 
-def _unit_row(X: np.ndarray, i: int) -> np.ndarray:
-    """Row i of X as a float64 unit vector (zeros for a zero row), safe for any finite row."""
+def _unit_row(X: np.ndarray, i: int, origin=None) -> np.ndarray:
+    """Row i of X (plus ``origin``) as a float64 unit vector (zeros for a zero row), safe
+    for any finite row."""
     row = X[i].astype(np.float64)
+    if origin is not None:
+        row += np.asarray(origin, dtype=np.float64).reshape(-1)
     top = np.abs(row).max()
     if not top > 0:
         return np.zeros_like(row)

@@ -89,3 +89,15 @@ def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
     for a, block in sorted_column_chunks(X, rows):
         out[a : a + len(block)] = _window_means(block, lo, hi, beta)
     return out
+
+
+def row_dots(X: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """<x_i, v> for every row of X, float64 (n,): each column chunk of X is widened to
+    float64 before its product, so nearly orthogonal or nearly equal rows keep their true
+    products (no float32 accumulation). Extra memory: one (n, CHUNK_COLUMNS) float64 block."""
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    out = np.zeros(X.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, X.shape[1], CHUNK_COLUMNS):
+            out += X[:, a : a + CHUNK_COLUMNS].astype(np.float64) @ v[a : a + CHUNK_COLUMNS]
+    return out

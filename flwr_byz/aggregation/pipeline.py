@@ -19,7 +19,7 @@ from .report import AggregationReport
 
 # The modules that declare the built-in rules (importing one registers its rules).
 RULE_MODULES = ("mean", "coordinate", "krum", "bulyan", "geometric_median", "centered_clipping", "signsgd", "mda", "monna", "spectral", "dnc",
-                "signguard", "clustering")
+                "signguard", "clustering", "fltrust", "foolsgold", "flame")
 for _module in RULE_MODULES:
     importlib.import_module(f".{_module}", __package__)
 
@@ -82,10 +82,14 @@ class RobustAggregator:
     def minimum_clients(self) -> int:
         """Smallest number of replies for which the rule (after bucketing) still holds."""
         need = minimum_clients(self.rule, self.f)
-        for p in reversed(self.pre):
+        for p in reversed(self.pre):  # what each step needs of its input, from the rule back
             if p.kind == "bucketing":
                 # n updates make ceil(n / s) buckets, and ceil(n / s) >= need <=> n >= (need - 1) s + 1
                 need = (need - 1) * int(p.options.get("s", 2)) + 1
+            elif p.kind == "nnm":
+                need = max(need, self.f + 1)
+            elif p.kind == "arc":
+                need = max(need, 2 * self.f, 1)
         return need
 
     def __call__(self, X, weights=None, *, server_round: int = 0, **call_params):
@@ -109,7 +113,7 @@ class RobustAggregator:
         if self.pre:
             report.details["pre"] = "+".join(p.kind for p in self.pre)
         if notes:
-            report.details["notes"] = notes
+            report.details["notes"] = report.details.get("notes", []) + notes
         return agg, report
 
     def __repr__(self) -> str:

@@ -23,10 +23,13 @@ from typing import Callable, Iterator
 
 from ._validate import check_f
 
+# The per-round inputs a strategy passes to a rule that takes them (by keyword), besides the
+# updates: centered clipping's centre, ClippedClustering's norm history, FoolsGold's
+# per-client history, FLTrust's server update, FLAME's global model.
+ROUND_INPUTS = ("center", "history", "client_history", "server_update", "global_model")
 # Keyword arguments of a rule that are not its own parameters: the data, f, weights, and
-# the per-round values the strategies pass (centered clipping's centre, ClippedClustering's
-# norm history).
-_NOT_PARAMS = {"updates", "f", "weights", "return_report", "center", "groups", "history"}
+# the per-round inputs.
+_NOT_PARAMS = {"updates", "f", "weights", "return_report", "groups", *ROUND_INPUTS}
 NO_TOLERANCE = 2**62  # "no n is enough": the minimum n of a rule that tolerates no f > 0
 
 
@@ -76,13 +79,37 @@ class RuleSpec:
         return "history" in inspect.signature(self.fn).parameters
 
     @property
+    def round_inputs(self) -> tuple[str, ...]:
+        """The per-round inputs (:data:`ROUND_INPUTS`) the rule takes; those without a
+        default are required (FLTrust's ``server_update``)."""
+        params = inspect.signature(self.fn).parameters
+        return tuple(k for k in ROUND_INPUTS if k in params)
+
+    @property
+    def required_inputs(self) -> tuple[str, ...]:
+        """The per-round inputs the rule cannot run without."""
+        params = inspect.signature(self.fn).parameters
+        return tuple(k for k in self.round_inputs if params[k].default is inspect.Parameter.empty)
+
+    @property
     def state(self) -> str:
         """What the strategy keeps across rounds for this rule (docs' rule table)."""
         if self.stateful:
             return "the previous aggregate"
         if self.keeps_norm_history:
             return "the norms of all earlier updates"
+        if "client_history" in self.round_inputs:
+            return "each client's sum of its updates (d floats per client)"
         return "none"
+
+    @property
+    def knowledge(self) -> str:
+        """What the server must have besides the replies (docs' rule table)."""
+        if "server_update" in self.round_inputs:
+            return "a root dataset (its own update each round)"
+        if "global_model" in self.round_inputs:
+            return "the global model"
+        return "the replies"
 
     @property
     def class_name(self) -> str:
@@ -191,11 +218,13 @@ def minimum_clients(rule: str, f: int) -> int:
 
 def rule_table() -> str:
     """The markdown table of every registered rule (docs/strategies.md holds it verbatim,
-    ``flwr-byz rules`` prints it): name, paper, f bound, weights, state, cost."""
-    lines = ["| rule | paper | needs | reported weights | state across rounds | time |",
-             "|---|---|---|---|---|---|"]
+    ``flwr-byz rules`` prints it): name, paper, f bound, weights, server knowledge, state,
+    cost."""
+    lines = ["| rule | paper | needs | reported weights | server knowledge | state across rounds | time |",
+             "|---|---|---|---|---|---|---|"]
     for spec in sorted(REGISTRY.values(), key=lambda s: s.name):
         needs = "f = 0" if spec.name == "mean" else f"n >= {spec.formula()}"
         weights = "used (per the weight policy)" if spec.weighted else "ignored"
-        lines.append(f"| `{spec.name}` | {spec.paper} | {needs} | {weights} | {spec.state} | {spec.cost} |")
+        lines.append(f"| `{spec.name}` | {spec.paper} | {needs} | {weights} | {spec.knowledge} | {spec.state} "
+                     f"| {spec.cost} |")
     return "\n".join(lines) + "\n"

@@ -88,10 +88,12 @@ def build_strategy(settings: dict):
     arguments (``num_nodes_to_select``, ``group_size``, ``beta``, ...), optionally
     ``"pre": [{"kind": "bucketing", "s": 2}, ...]`` pre-aggregators, CRFL's
     ``"crfl": {"clip_norm": 10, "noise_std": 0.01}`` and the weight policy (``"weighting"``,
-    ``"weight_cap"``): :func:`flwr_byz.strategies.options.split_strategy_params`.
+    ``"weight_cap"``), the reputation layer (``"reputation": {"decay": 0.9, "threshold":
+    0.3}``) and FLTrust's root dataset (``"root_size": 100`` training examples of the run's
+    dataset, the server's own): :func:`flwr_byz.strategies.options.split_strategy_params`.
     """
     from .. import strategies
-    from ..strategies.options import split_strategy_params
+    from ..strategies.options import server_update_for, split_strategy_params
     from ..strategies.rule_classes import resolve_strategy
 
     params, options = split_strategy_params(json_param(settings["strategy-params"], "strategy-params"))
@@ -104,10 +106,17 @@ def build_strategy(settings: dict):
         fraction_train=float(settings["fraction-train"]), fraction_evaluate=float(settings["fraction-evaluate"]),
         min_train_nodes=min_nodes, min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes,
         server_learning_rate=float(settings["server-lr"]), server_momentum=float(settings["server-momentum"]),
-        **options,
     )
     cls = resolve_strategy(settings["strategy"], strategies)
     spec = getattr(cls, "rule_spec", None)
+    server_update_for(spec.name if spec is not None else "", options, dataset=str(settings["dataset"]),
+                      data_root=str(settings["data-root"]) or None, model=str(settings["model"]),
+                      seed=int(settings["seed"]),
+                      training=dict(lr=float(settings["lr"]), momentum=float(settings["momentum"]),
+                                    batch_size=int(settings["batch-size"]),
+                                    local_epochs=int(settings["local-epochs"]),
+                                    local_steps=int(settings["local-steps"])))
+    common.update(options)
     if spec is not None and "seed" in spec.params and params.get("seed") is None:
         params["seed"] = int(settings["seed"])  # DnC, SignGuard: reproducible draws per (seed, round)
     if cls is strategies.RobustFedAvg:

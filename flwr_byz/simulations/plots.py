@@ -1,5 +1,6 @@
 """PNG plots of a results.jsonl: accuracy vs round (one panel per attack, one line per
-strategy) and, when an ALIE attacker reported it, the forecast curves."""
+strategy), the reputation of the malicious and the honest clients when a reputation layer
+ran, and, when an ALIE attacker reported it, the forecast curves."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def _latest_attempts(rows: list[dict]) -> list[dict]:
 def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: int | None = None) -> list[Path]:
     """Write ``accuracy.png`` (one panel per attack, one line per defense: the mean over its
     seeds, a band from the lowest to the highest seed when there are several) and
-    ``forecast.png`` when present (over the first ``forecast_rounds`` rounds if given);
-    return the files written."""
+    ``reputation.png`` when a reputation layer ran (the mean score of the malicious and of
+    the honest clients per round, one panel per cell), ``forecast.png`` when present (over
+    the first ``forecast_rounds`` rounds if given); return the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,6 +63,24 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     files = [out_dir / "accuracy.png"]
     fig.savefig(files[0], dpi=120)
     plt.close(fig)
+    rep = [r for r in rows if r.get("reputation_malicious") is not None or r.get("reputation_honest") is not None]
+    if rep:
+        cells = sorted({r["cell"] for r in rep})
+        fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 3.6), squeeze=False, sharey=True)
+        for ax, cell in zip(axes[0], cells):
+            rs = sorted((r for r in rep if r["cell"] == cell), key=lambda r: r["round"])
+            for key, label in (("reputation_honest", "honest"), ("reputation_malicious", "malicious")):
+                ax.plot([r["round"] for r in rs], [r.get(key) for r in rs], marker=".", label=label)
+            ax.set_title(f"{rs[0]['cfg_strategy']} / {attack_label(rs[0])}", fontsize=9)
+            ax.set_xlabel("round")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0][0].set_ylabel("mean reputation (used that round)")
+        fig.tight_layout()
+        files.append(out_dir / "reputation.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
     fc = [r for r in rows if any(k.startswith("forecast_") for k in r)]
     if fc:
         fig, ax = plt.subplots(figsize=(6, 4))

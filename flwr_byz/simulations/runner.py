@@ -216,15 +216,30 @@ def fit_config(cell: RunConfig, collusion_dir: str | None = None):
 
 
 def detection(entry: dict, malicious: set[int]) -> dict:
-    """Precision / recall of 'not selected' as a detector of the known malicious partitions."""
-    if not entry or entry.get("selected") is None or "clients" not in entry:
+    """Precision / recall of 'not selected' (or excluded by the reputation layer) as a
+    detector of the known malicious partitions; with a reputation layer, also the mean
+    score of the malicious and of the honest clients and how many of each were excluded."""
+    if not entry or "clients" not in entry:
         return {}
     pid = {c: int(v["partition-id"]) for c, v in entry["clients"].items() if "partition-id" in v}
-    kept = [c for c in entry["kept"] if c in pid]
-    flagged = {pid[c] for c in kept if c not in set(entry["selected"])}
-    bad = {pid[c] for c in kept if pid[c] in malicious}
+    out: dict = {}
+    scores = entry.get("reputation")
+    if scores:
+        bad_scores = [s for c, s in scores.items() if c in pid and pid[c] in malicious]
+        good_scores = [s for c, s in scores.items() if c in pid and pid[c] not in malicious]
+        excluded = [pid[c] for c in entry.get("excluded", []) if c in pid]
+        out.update({"reputation_malicious": float(np.mean(bad_scores)) if bad_scores else None,
+                    "reputation_honest": float(np.mean(good_scores)) if good_scores else None,
+                    "excluded_malicious": sum(p in malicious for p in excluded),
+                    "excluded_honest": sum(p not in malicious for p in excluded)})
+    if entry.get("selected") is None:
+        return out
+    excluded = [c for c in entry.get("excluded", []) if c in pid]
+    judged = [c for c in entry["kept"] if c in pid] + excluded
+    flagged = {pid[c] for c in judged if c not in set(entry["selected"])}
+    bad = {pid[c] for c in judged if pid[c] in malicious}
     hit = len(flagged & bad)
-    return {"detection_precision": hit / len(flagged) if flagged else 1.0,
+    return {**out, "detection_precision": hit / len(flagged) if flagged else 1.0,
             "detection_recall": hit / len(bad) if bad else 1.0}
 
 
@@ -365,9 +380,13 @@ def make_strategy(cell: RunConfig):
     parameters give one."""
     from .. import strategies
     from ..aggregation import REGISTRY
-    from ..strategies.options import split_strategy_params
+    from ..strategies.options import server_update_for, split_strategy_params
 
-    params, options = split_strategy_params(cell.strategy_params)  # pre, crfl, the weight policy
+    params, options = split_strategy_params(cell.strategy_params)  # pre, crfl, reputation, the weight policy
+    server_update_for(cell.strategy.removeprefix("detox-"), options, dataset=cell.dataset, data_root=cell.data_root,
+                      model=cell.model, seed=cell.seed,
+                      training=dict(lr=cell.lr, momentum=cell.momentum, batch_size=cell.batch_size,
+                                    local_epochs=cell.local_epochs, local_steps=cell.local_steps))
     common = dict(num_malicious_nodes=cell.tolerated, server_learning_rate=cell.server_lr,
                   server_momentum=cell.server_momentum, fraction_train=1.0, fraction_evaluate=0.0,
                   min_train_nodes=cell.num_clients, min_available_nodes=cell.num_clients, **options)

@@ -18,6 +18,9 @@ from .message_api import (
     DnC,
     FedMedian,
     FedTrimmedAvg,
+    FLAME,
+    FLTrust,
+    FoolsGold,
     GeometricMedian,
     Krum,
     MDA,
@@ -34,6 +37,6 @@ from .message_api import (
 
 __all__ = [
     "Bulyan", "CAF", "CenteredClipping", "ClippedClustering", "Clustering", "Detox", "DnC", "FedMedian",
-    "FedTrimmedAvg", "GeometricMedian", "Krum", "MDA", "Meamed", "MoNNA", "MultiKrum", "RobustFedAvg", "SMEA",
+    "FedTrimmedAvg", "FLAME", "FLTrust", "FoolsGold", "GeometricMedian", "Krum", "MDA", "Meamed", "MoNNA", "MultiKrum", "RobustFedAvg", "SMEA",
     "SignGuard", "SignSGDMajority", "TrimmedMean", "strategy_class",
 ]

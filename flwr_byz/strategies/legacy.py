@@ -36,17 +36,20 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             :class:`flwr_byz.strategies.RobustFedAvg` and docs/strategies.md).
         parameter_smoothing: CRFL's clip-and-perturb step on every new global model
             (:class:`flwr_byz.aggregation.ParameterSmoothing`), or None.
+        server_update_fn, reputation: FLTrust's server update and the reputation layer
+            (per ``ClientProxy.cid``), as in :class:`flwr_byz.strategies.RobustFedAvg`.
         **kwargs: legacy ``FedAvg`` arguments, unchanged.
     """
 
     def __init__(self, *, rule: str = "mean", num_malicious_clients: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
-                 parameter_smoothing=None, **kwargs):
+                 parameter_smoothing=None, server_update_fn=None, reputation=None, **kwargs):
         super().__init__(**kwargs)
         self.num_malicious_clients = num_malicious_clients
         self._setup_robust(rule, num_malicious_clients, pre_aggregators, rule_params,
-                           server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing)
+                           server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing,
+                           server_update_fn=server_update_fn, reputation=reputation)
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
         self._current = parameters_to_ndarrays(parameters)
@@ -201,4 +204,7 @@ DnC = strategy_class.make("dnc")
 SignGuard = strategy_class.make("signguard")
 Clustering = strategy_class.make("clustering")
 ClippedClustering = strategy_class.make("clipped_clustering")
+FLTrust = strategy_class.make("fltrust")
+FoolsGold = strategy_class.make("foolsgold")
+FLAME = strategy_class.make("flame")
 TrimmedMean = FedTrimmedAvg  # the rule's usual name

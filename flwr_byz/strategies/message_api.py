@@ -44,16 +44,26 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         parameter_smoothing: ``ParameterSmoothing(clip_norm=rho, noise_std=sigma, seed=...)``
             (CRFL, Xie et al., ICML 2021): every new global model is clipped to norm rho and
             perturbed with N(0, sigma^2) noise; composes with any rule.
+        server_update_fn: ``fn(arrays) -> arrays``: the global model trained on the
+            server's root dataset, called once per round (required by ``FLTrust``;
+            :class:`flwr_byz.clients.root.RootUpdate` builds one from arrays of examples).
+        reputation: a :class:`~flwr_byz.aggregation.Reputation` layer (per node id, across
+            rounds) over the rule: clients it kept gain, others lose; low scores are
+            excluded or down-weighted (docs/strategies.md).
+
+    ``save_state(path)`` / ``load_state(path)`` carry what the strategy keeps across rounds
+    (per-node state included) into a resumed run.
     """
 
     def __init__(self, *args, rule: str = "mean", num_malicious_nodes: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
-                 parameter_smoothing=None, **kwargs):
+                 parameter_smoothing=None, server_update_fn=None, reputation=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_malicious_nodes = num_malicious_nodes
         self._setup_robust(rule, num_malicious_nodes, pre_aggregators, rule_params,
-                           server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing)
+                           server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing,
+                           server_update_fn=server_update_fn, reputation=reputation)
         self._sent: list[Message] = []
 
     def summary(self) -> None:
@@ -229,4 +239,7 @@ DnC = strategy_class.make("dnc")
 SignGuard = strategy_class.make("signguard")
 Clustering = strategy_class.make("clustering")
 ClippedClustering = strategy_class.make("clipped_clustering")
+FLTrust = strategy_class.make("fltrust")
+FoolsGold = strategy_class.make("foolsgold")
+FLAME = strategy_class.make("flame")
 TrimmedMean = FedTrimmedAvg  # the rule's usual name

@@ -4,7 +4,7 @@ own parameters in one place."""
 
 from __future__ import annotations
 
-from ..aggregation import ParameterSmoothing, PreAggregator
+from ..aggregation import ParameterSmoothing, PreAggregator, Reputation
 
 
 def split_strategy_params(params: dict) -> tuple[dict, dict]:
@@ -14,8 +14,11 @@ def split_strategy_params(params: dict) -> tuple[dict, dict]:
     ``"pre": [{"kind": "bucketing", "s": 2}, ...]`` -> ``pre_aggregators``;
     ``"crfl": {"clip_norm": rho, "noise_std": sigma, "seed": s}`` -> ``parameter_smoothing``
     (:class:`~flwr_byz.aggregation.ParameterSmoothing`); ``"weighting"`` and
-    ``"weight_cap"`` as they are. Everything else is the rule's (or the class's) own.
-    ``ValueError`` names a malformed entry.
+    ``"weight_cap"`` as they are; ``"reputation": {"decay": 0.9, "threshold": 0.3, "mode":
+    "exclude"}`` -> ``reputation`` (:class:`~flwr_byz.aggregation.Reputation`);
+    ``"root_size"`` (FLTrust's root dataset, in examples) as it is, for the caller that
+    builds the server update (:func:`server_update_for`). Everything else is the rule's
+    (or the class's) own. ``ValueError`` names a malformed entry.
     """
     params = dict(params or {})
     options: dict = {}
@@ -31,7 +34,34 @@ def split_strategy_params(params: dict) -> tuple[dict, dict]:
             raise ValueError(f'"crfl" must be an object with "clip_norm", "noise_std" and optionally "seed", '
                              f"got {crfl!r}")
         options["parameter_smoothing"] = ParameterSmoothing(**crfl)
-    for key in ("weighting", "weight_cap"):
+    reputation = params.pop("reputation", None)
+    if reputation is not None:
+        if not isinstance(reputation, dict) or set(reputation) - {"decay", "threshold", "mode"}:
+            raise ValueError(f'"reputation" must be an object with "decay", "threshold" and/or "mode", '
+                             f"got {reputation!r}")
+        options["reputation"] = Reputation(**reputation)
+    for key in ("weighting", "weight_cap", "root_size"):
         if key in params:
             options[key] = params.pop(key)
     return params, options
+
+
+def server_update_for(rule: str, options: dict, *, dataset: str, data_root, model: str, seed: int,
+                      training: dict) -> None:
+    """Replace ``options["root_size"]`` (default 100, the paper's) by the
+    ``server_update_fn`` a rule that needs the server's own update (FLTrust) takes: a
+    :class:`~flwr_byz.clients.root.RootUpdate` on that many training examples of ``dataset``
+    with the clients' ``training`` settings, loaded at its first call. ``ValueError`` when
+    ``root_size`` is given for a rule that does not use it. In place."""
+    from ..aggregation import REGISTRY
+
+    spec = REGISTRY.get(rule)
+    size = options.pop("root_size", None)
+    if spec is None or "server_update" not in spec.round_inputs:
+        if size is not None:
+            raise ValueError(f'"root_size" is the root dataset of FLTrust; {rule} does not use one')
+        return
+    from ..clients.root import RootUpdate
+
+    options["server_update_fn"] = RootUpdate.from_dataset(dataset, data_root, model, 100 if size is None else size,
+                                                          seed=seed, **training)

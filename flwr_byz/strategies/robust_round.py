@@ -11,6 +11,7 @@ the global model is kept.
 from __future__ import annotations
 
 
+import json
 import time
 from collections import Counter
 from logging import ERROR, INFO, WARNING
@@ -65,12 +66,20 @@ class RobustRound:
         weighting, weight_cap: the weight policy (:func:`flwr_byz.updates.policy_weights`):
             what the reported numbers of examples may do. Default: ``"raw"`` for the plain
             mean (FedAvg), ``"uniform"`` for every robust rule.
+        server_update_fn: ``fn(arrays) -> arrays``, the global model trained by the server
+            on its root dataset (FLTrust's anchor; required by a rule taking
+            ``server_update``); called once per round on a copy of the global arrays.
+        reputation: a :class:`~flwr_byz.aggregation.reputation.Reputation` layer over the
+            rule, or None.
+        client_sums: client id -> the sum of all its updates so far (kept for a rule taking
+            ``client_history``: FoolsGold). Client ids are the server's (node ids in the
+            Message API, ``ClientProxy.cid`` in the legacy API), never what a client claims.
     """
 
     def __init__(self, aggregator: RobustAggregator, *, trim_fraction: float | None = None,
                  use_history_center: bool = False, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
-                 parameter_smoothing=None):
+                 parameter_smoothing=None, server_update_fn=None, reputation=None):
         self.aggregator = aggregator
         self.parameter_smoothing = parameter_smoothing
         self.trim_fraction = trim_fraction
@@ -96,6 +105,21 @@ class RobustRound:
         spec = REGISTRY.get(getattr(aggregator, "rule", None))
         self.keeps_norm_history = spec is not None and spec.keeps_norm_history
         self.norm_history: list[np.ndarray] = []
+        self.round_inputs = spec.round_inputs if spec is not None else ()
+        if "server_update" in self.round_inputs and server_update_fn is None:
+            raise ValueError(f"{aggregator.rule} needs the server's own update each round: pass server_update_fn="
+                             f"fn(arrays) -> arrays (the global model trained on the server's root dataset; "
+                             f"flwr_byz.clients.root.RootUpdate builds one)")
+        if server_update_fn is not None and not callable(server_update_fn):
+            raise ValueError(f"server_update_fn must be callable, got {type(server_update_fn).__name__}")
+        if "client_history" in self.round_inputs and any(p.kind == "bucketing" for p in aggregator.pre):
+            raise ValueError(f"{aggregator.rule} keeps a history per client: bucketing (which mixes clients "
+                             f"into buckets) cannot come before it")
+        if reputation is not None and reputation.mode == "weight" and not (spec is not None and spec.weighted):
+            raise ValueError(f"Reputation(mode='weight') needs a rule that takes weights; {aggregator.rule} "
+                             f"ignores them (use mode='exclude')")
+        self.server_update_fn, self.reputation = server_update_fn, reputation
+        self.client_sums: dict = {}
 
     def _screen(self, replies, weights: dict):
         """Per-reply checks that need no model: one reply per id, a valid weight.
@@ -140,6 +164,10 @@ class RobustRound:
         readable, reported, dropped = self._screen(replies, weights)
         X, kept, bad = stack_updates(layout, list(global_arrays), readable)
         dropped.update(bad)
+        H = None
+        if "client_history" in self.round_inputs:
+            X, kept, H, overflow = self._histories(X, kept)
+            dropped.update(overflow)
         for cid, reason in dropped.items():
             log(WARNING, "[flwr-byz] round %s: dropped the reply of client %s: %s", server_round, cid, reason)
         entry = {
@@ -159,6 +187,20 @@ class RobustRound:
             call["f"] = int(self.trim_fraction * len(kept))
         f = call.get("f", self.aggregator.f)
         need = self.aggregator.minimum_clients() if "f" not in call else 2 * f + 1
+        seen = list(kept)
+        if self.reputation is not None:
+            kept, excluded = self.reputation.split(kept, need)
+            if excluded:
+                row = {c: i for i, c in enumerate(seen)}
+                X = X[[row[c] for c in kept]]
+                H = None if H is None else H[[row[c] for c in kept]]
+                entry["kept"] = [str(c) for c in kept]
+                entry["excluded"] = [str(c) for c in excluded]
+                metrics["byz.excluded"] = len(excluded)
+                metrics["byz.kept"] = len(kept)
+                log(INFO, "[flwr-byz] round %s: reputation below %s excludes clients %s", server_round,
+                    self.reputation.threshold, entry["excluded"])
+            entry["reputation"] = {str(c): self.reputation.score(c) for c in seen}
         if len(kept) == 0 or len(kept) < need:
             return self._skip(entry, metrics, server_round,
                               f"{len(kept)} usable replies, but {self.aggregator.rule} needs at least "
@@ -171,7 +213,19 @@ class RobustRound:
             call["center"] = self.last_update.astype(X.dtype, copy=False)
         if self.keeps_norm_history:
             call["history"] = np.concatenate(self.norm_history) if self.norm_history else None
+        try:
+            call.update(self._round_inputs(layout, global_arrays, X))
+            if H is not None:
+                call["client_history"] = H
+        except Exception as err:  # the user's server update failed or returned a bad model
+            return self._skip(entry, metrics, server_round, f"the server update failed ({type(err).__name__}: {err})",
+                              t0)
+        if "server_update_time_s" in call:
+            entry["server_update_time_s"] = call.pop("server_update_time_s")
         w = policy_weights([reported[c] for c in kept], self.weighting, self.weight_cap)
+        if self.reputation is not None and self.reputation.mode == "weight":
+            w = (np.ones(len(kept)) if w is None else w) * np.asarray(self.reputation.weights(kept))
+            w = w if w.max() > 0 else None
         try:
             agg, report = self.aggregator(X, weights=w, server_round=server_round, **call)
         except Exception as err:  # the server must survive whatever the replies were
@@ -201,6 +255,11 @@ class RobustRound:
         self.last_update = agg
         if self.keeps_norm_history and isinstance(report.details.get("norms"), np.ndarray):
             self.norm_history.append(report.details["norms"])
+        if H is not None:
+            self.client_sums.update((c, H[r].copy()) for r, c in enumerate(kept))
+        if self.reputation is not None:
+            judged = report.selected is not None and "pre" not in report.details
+            self.reputation.observe(kept if judged else [], {kept[i] for i in report.selected} if judged else set())
         if self.server_momentum:
             self.velocity = velocity
         elapsed = time.perf_counter() - t0
@@ -220,6 +279,87 @@ class RobustRound:
             self.aggregator.rule, len(kept), len(replies), elapsed,
             f"; selected clients {entry['selected']}" if entry["selected"] is not None else "")
         return new_arrays, metrics, kept
+
+    def _histories(self, X: np.ndarray, kept: list):
+        """FoolsGold's per-client histories: each client's earlier sum plus this update.
+        Returns ``(X, kept, H, dropped)``: a client whose sum would overflow the matrix's
+        dtype (huge updates, round after round) is dropped for the round, its sum left as
+        it was, so it cannot make every later round fail."""
+        H = X.copy()
+        for r, c in enumerate(kept):
+            past = self.client_sums.get(c)
+            if past is not None and past.shape == H[r].shape:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    H[r] += past
+        bad = [r for r in range(len(kept)) if not np.isfinite(H[r]).all()]
+        if not bad:
+            return X, kept, H, {}
+        dropped = {kept[r]: f"its sum of updates over the rounds overflows {X.dtype}" for r in bad}
+        keep = [r for r in range(len(kept)) if r not in set(bad)]
+        return X[keep], [kept[r] for r in keep], H[keep], dropped
+
+    def _round_inputs(self, layout: ModelLayout, global_arrays, X: np.ndarray) -> dict:
+        """FLTrust's server update (from ``server_update_fn``, checked like a reply: names,
+        shapes, dtypes, finite) and FLAME's flattened global model, for a rule that takes
+        them (``spec.round_inputs``)."""
+        out: dict = {}
+        if "server_update" in self.round_inputs:
+            t = time.perf_counter()
+            trained = self.server_update_fn([np.array(a, copy=True) for a in global_arrays])
+            arrays = layout.read(list(trained))
+            out["server_update"] = layout.delta(arrays, global_arrays, out=np.empty(layout.dim, X.dtype))
+            if not np.isfinite(out["server_update"]).all():
+                raise ValueError(f"the server's update overflows {X.dtype}")
+            out["server_update_time_s"] = time.perf_counter() - t
+        if "global_model" in self.round_inputs:
+            out["global_model"] = layout.flatten(global_arrays, out=np.empty(layout.dim, X.dtype))
+        return out
+
+    def state(self) -> tuple[dict, dict]:
+        """What a resumed run needs: ``(arrays, meta)`` with the previous aggregate, the
+        server momentum, the norm history, each client's update sum (arrays) and the
+        reputation evidence and the round reports (``meta``, JSON data). Client ids keep
+        their type (Flower's node ids are ints, legacy ``cid``s strings)."""
+        arrays = {}
+        if self.last_update is not None:
+            arrays["last_update"] = self.last_update
+        if self.velocity is not None:
+            arrays["velocity"] = self.velocity
+        for k, norms in enumerate(self.norm_history):
+            arrays[f"norm_history_{k}"] = norms
+        ids = list(self.client_sums)
+        for k, cid in enumerate(ids):
+            arrays[f"client_sum_{k}"] = self.client_sums[cid]
+        meta = {"format": 1, "rule": self.aggregator.rule, "client_sum_ids": ids, "norm_history": len(self.norm_history),
+                "reputation": self.reputation.state() if self.reputation is not None else None,
+                "history": self.history}
+        return arrays, meta
+
+    def load_state(self, arrays: dict, meta: dict) -> None:
+        """Restore :meth:`state`'s output (``ValueError`` when it was saved for another rule)."""
+        if meta.get("format") != 1 or meta.get("rule") != self.aggregator.rule:
+            raise ValueError(f"the saved state is for rule {meta.get('rule')!r} (format {meta.get('format')}), "
+                             f"not {self.aggregator.rule!r}")
+        self.last_update = arrays.get("last_update")
+        self.velocity = arrays.get("velocity")
+        self.norm_history = [arrays[f"norm_history_{k}"] for k in range(int(meta["norm_history"]))]
+        self.client_sums = {cid: arrays[f"client_sum_{k}"] for k, cid in enumerate(meta["client_sum_ids"])}
+        if self.reputation is not None and meta.get("reputation") is not None:
+            self.reputation.load(meta["reputation"])
+        self.history = list(meta.get("history", []))
+
+    def save(self, path) -> None:
+        """Write :meth:`state` to ``path`` (one ``.npz`` file; the meta as JSON inside)."""
+        arrays, meta = self.state()
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays, meta=np.array(json.dumps(meta, default=float)))
+
+    def load(self, path) -> None:
+        """Read a file written by :meth:`save` (no pickled objects are loaded)."""
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+            meta = json.loads(str(data["meta"]))
+        self.load_state(arrays, meta)
 
     def _skip(self, entry, metrics, server_round, reason, t0):
         entry["skipped"] = reason
@@ -242,12 +382,13 @@ class RobustStrategyMixin:
 
     def _setup_robust(self, rule: str, f: int, pre, rule_params, server_learning_rate: float,
                       server_momentum: float, weighting: str | None = None, weight_cap: float = 2.0,
-                      parameter_smoothing=None) -> None:
+                      parameter_smoothing=None, server_update_fn=None, reputation=None) -> None:
         self.robust = RobustRound(
             RobustAggregator(rule, f=f, pre=pre, **(rule_params or {})),
             trim_fraction=self._trim_fraction, use_history_center=self._history_center,
             server_learning_rate=server_learning_rate, server_momentum=server_momentum,
             weighting=weighting, weight_cap=weight_cap, parameter_smoothing=parameter_smoothing,
+            server_update_fn=server_update_fn, reputation=reputation,
         )
         self._current = None
         self._groups = None
@@ -314,6 +455,16 @@ class RobustStrategyMixin:
             self.robust.aggregator.rule, layouts[layout], readable)
         zeros = [np.zeros(shape, dtype=np.dtype(dt)) for _, shape, dt in layout]
         return zeros, ([n for n, _, _ in layout] if names is not None else None)
+
+    def save_state(self, path) -> None:
+        """Save what the strategy keeps across rounds (previous aggregate, server momentum,
+        norm history, per-client sums, reputation, round reports) to one ``.npz`` file, so
+        that a resumed run continues it (:meth:`load_state`)."""
+        self.robust.save(path)
+
+    def load_state(self, path) -> None:
+        """Continue from a file written by :meth:`save_state` (same rule)."""
+        self.robust.load(path)
 
     @property
     def history(self) -> list[dict]:

@@ -21,12 +21,20 @@ _P = inspect.Parameter
 def _docstring(spec: RuleSpec, api: str, f_arg: str) -> str:
     flower = f" Same arguments as Flower's ``{spec.flower}``, plus the rule's own." if spec.flower else ""
     params = ", ".join(f"``{k}={v!r}``" for k, v in spec.params.items()) or "none"
+    needs = ""
+    if "server_update" in spec.required_inputs:
+        needs = ("\n    Requires ``server_update_fn=fn(arrays) -> arrays``: the global model trained on the server's "
+                 "root dataset each round (:class:`flwr_byz.clients.root.RootUpdate`).\n")
+    elif "client_history" in spec.round_inputs:
+        needs = "\n    Keeps each client's sum of updates across rounds (per node id; ``save_state`` / ``load_state``).\n"
+    elif "global_model" in spec.round_inputs:
+        needs = "\n    Compares the clients' models (the round's global model plus each update).\n"
     return (
         f"``{spec.name}`` for Flower's {api}: {spec.paper}; needs n >= {spec.formula()} replies for f = "
         f"``{f_arg}``.{flower}\n\n"
         f"    The rule's parameters (:func:`flwr_byz.aggregation.{spec.fn.__name__}`): {params}. Every other "
         f"argument is the API's ``RobustFedAvg``'s (``pre_aggregators``, ``weighting``, "
-        f"``server_learning_rate``, ...) or Flower's ``FedAvg``'s.\n"
+        f"``server_learning_rate``, ...) or Flower's ``FedAvg``'s.\n{needs}"
     )
 
 
