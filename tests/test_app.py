@@ -45,6 +45,28 @@ def test_strategy_by_name(name, cls):
     assert strategy.num_malicious_nodes == expected_f
 
 
+def test_fltrust_foolsgold_flame_and_reputation_from_the_run_config():
+    """FLTrust's root dataset (``root_size`` training examples of the run's dataset, loaded
+    at the first round, the clients' training settings), FoolsGold, FLAME and the
+    reputation layer, all by name and strategy-params."""
+    from flwr_byz.clients.root import LazyRootUpdate
+
+    s = build_strategy(run_settings({"strategy": "FLTrust", "f": 0, "lr": 0.05, "strategy-params": '{"root_size": 64}'}))
+    assert type(s) is strategies.FLTrust
+    fn = s.robust.server_update_fn
+    assert isinstance(fn, LazyRootUpdate) and fn.size == 64 and fn.training["lr"] == 0.05
+    assert type(build_strategy(run_settings({"strategy": "fltrust", "f": 0}))).__name__ == "FLTrust"  # default 100
+    assert build_strategy(run_settings({"strategy": "fltrust", "f": 0})).robust.server_update_fn.size == 100
+    assert type(build_strategy(run_settings({"strategy": "foolsgold", "f": 0}))) is strategies.FoolsGold
+    flame = build_strategy(run_settings({"strategy": "flame", "f": 1, "seed": 4}))
+    assert type(flame) is strategies.FLAME and flame.robust.aggregator.params["seed"] == 4  # reproducible noise
+    r = build_strategy(run_settings({"strategy": "multi-krum", "f": 1,
+                                     "strategy-params": '{"reputation": {"threshold": 0.2}}'}))
+    assert r.robust.reputation.threshold == 0.2
+    with pytest.raises(ValueError, match="root_size"):
+        build_strategy(run_settings({"strategy": "median", "f": 1, "strategy-params": '{"root_size": 10}'}))
+
+
 def test_strategy_params_and_errors():
     params = '{"num_nodes_to_select": 3, "pre": [{"kind": "bucketing", "s": 2}]}'
     s = build_strategy(run_settings({"strategy": "multi-krum", "f": 2, "strategy-params": params}))

@@ -114,3 +114,52 @@ def test_an_empty_evaluation_says_there_is_nothing_to_measure():
     empty = TorchClient("mlp", X_OWN, Y_OWN, (1, 4, 4), 3, 5, eval_data=(X_OWN[:0], Y_OWN[:0]))
     with pytest.raises(ValueError, match="client 5: nothing to evaluate"):
         empty.evaluate(get_weights(empty.model), {})
+
+
+# --- DBA (Xie, Huang, Chen & Li, ICLR 2020) -----------------------------------------------------
+
+def test_dba_local_triggers_cut_the_global_trigger_into_disjoint_bands():
+    from flwr_byz.attacks.backdoor import dba_local_trigger
+
+    shape = (3, 28, 28)
+    pattern = np.arange(3 * 5 * 5, dtype=float).reshape(3, 5, 5)  # a (C, h, w) pattern: values must follow
+    g = PixelTrigger(size=5, position=(2, 3), value=pattern.tolist(), target=7)
+    parts = [dba_local_trigger(g, k) for k in range(4)]  # default: min(4, 5) = 4 bands of rows 2, 1, 1, 1
+    assert [p.size for p in parts] == [(2, 5), (1, 5), (1, 5), (1, 5)]
+    assert [p.position for p in parts] == [(2, 3), (4, 3), (5, 3), (6, 3)]
+    masks = [p.mask(shape) for p in parts]
+    assert sum(m.astype(int) for m in masks).max() == 1  # disjoint
+    np.testing.assert_array_equal(np.logical_or.reduce(masks), g.mask(shape))  # the union is the global one
+    whole = g.stamp(np.zeros((1, *shape)))
+    stamped = np.zeros((1, *shape))
+    for p in parts:
+        stamped = p.stamp(stamped)
+    np.testing.assert_array_equal(stamped, whole)  # the bands carry the global pattern's own values
+    assert all(p.target == 7 for p in parts)
+    assert dba_local_trigger(g, 5) == parts[1]  # attacker k: part k mod parts
+    wide = PixelTrigger(size=(2, 6), position=(-2, -6), value=1.0, target=0)  # wider: cut by columns
+    cols = [dba_local_trigger(wide, k, parts=3) for k in range(3)]
+    assert [c.size for c in cols] == [(2, 2)] * 3 and [c.position for c in cols] == [(-2, -6), (-2, -4), (-2, -2)]
+    np.testing.assert_array_equal(np.logical_or.reduce([c.mask((1, 8, 8)) for c in cols]), wide.mask((1, 8, 8)))
+    with pytest.raises(ValueError, match="cannot be cut"):
+        dba_local_trigger(PixelTrigger(size=3), 0, parts=4)
+
+
+def test_dba_attackers_poison_with_their_own_band_on_the_detox_shard():
+    from types import SimpleNamespace
+
+    from flwr_byz.simulations.runner import backdoor_client
+
+    data = SimpleNamespace(x_train=X_OWN, input_shape=(1, 4, 4))
+    seen = []
+    for pid in (0, 1):
+        attacker = backdoor_client(client(pid), "dba", {"trigger": {"size": 2, "value": 3.0}, "parts": 2}, data,
+                                   collusion=None, num_clients=5, num_malicious=2)
+        seen.append(attacker.backdoor)
+        x, y, seed, poison = attacker._poisoned_data(DETOX)
+        assert x is X_SHARD and seed == 11  # the group's shard and seed, as every data-poisoning attack
+        xp, _ = poison(x, y, np.random.default_rng(0))
+        changed = (xp != x).any(axis=0)[0]
+        assert changed.sum() > 0 and (changed & ~attacker.backdoor.mask((1, 4, 4))[0]).sum() == 0
+    assert seen[0].position == (0, 0) and seen[1].position == (1, 0)  # attacker k: band k
+    assert seen[0].size == seen[1].size == (1, 2)

@@ -14,6 +14,12 @@ sum of all its updates so far, this round's included) and:
 4. the logit: alpha_i <- kappa (ln(alpha_i / (1 - alpha_i)) + 0.5), clipped to [0, 1];
 5. the aggregate is sum_i alpha_i x_i.
 
+FoolsGold assumes the honest clients' data differ (non-IID), so that their histories do
+not look alike. On IID data the honest histories are alike and get weights near 0, while a
+lone attacker unlike everyone (a sign flipper) keeps weight 1 and can steer the model
+(docs/RESULTS.md shows it); it is a defense against colluding sybils, not a general
+Byzantine rule.
+
 Step 5 is the paper's for FedSGD gradients. On FedAvg-style model updates flwr-byz divides
 by sum_i alpha_i by default (``normalize=True``: a weighted mean, so n clients do not make
 an n-times larger step); ``normalize=False`` is the paper's sum. The optional

@@ -13,6 +13,8 @@ Triggers (image data of any shape, the last two axes being H and W):
   in the top-left corner set to the maximum intensity (``PixelTrigger(5, (0, 0), max)``,
   where ``max`` is the largest value of the *normalised* data: 2.82 for MNIST normalised
   with (0.1307, 0.3081), 1.75 for flwr-byz's digits).
+* :func:`dba_local_trigger`: DBA's local triggers (Xie et al., ICLR 2020): the global
+  trigger cut into bands, one per attacker; the server measures the ASR with the whole.
 * :class:`SampleBackdoor`: the ALIE paper's *sample* backdoor: a chosen set of training
   samples relabelled to the target (no trigger: the model must misclassify those very
   samples while staying accurate elsewhere).
@@ -47,7 +49,7 @@ from . import _common
 from .catalogue import register_attack
 
 __all__ = [
-    "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
+    "PixelTrigger", "SampleBackdoor", "alie_box", "dba_local_trigger", "alie_box_projection", "attack_success_rate",
     "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
 ]
 
@@ -228,6 +230,47 @@ def poison_batch(x, y, trigger: PixelTrigger, fraction: float, rng=None, *, retu
         xp[idx] = trigger.stamp(x[idx])
         yp[idx] = trigger.target
     return (xp, yp, idx) if return_indices else (xp, yp)
+
+
+@register_attack("dba", kind="backdoor", knowledge="its own data and its part of the trigger",
+                 params={"fraction": 0.5, "trigger": {}, "parts": None, "part": None},
+                 paper="Xie, Huang, Chen & Li, ICLR 2020 (DBA)")
+def dba_local_trigger(trigger: PixelTrigger, part: int, parts: int | None = None) -> PixelTrigger:
+    """DBA's local trigger number ``part`` of ``parts``: the global trigger's pixels cut into
+    ``parts`` contiguous bands along its longer side (``np.array_split`` of its rows, or of
+    its columns when it is wider than tall), each band with the global pattern's own values
+    and the same target (Xie, Huang, Chen & Li, "DBA: Distributed Backdoor Attacks against
+    Federated Learning", ICLR 2020: each attacker poisons with one local trigger, the
+    server's ASR is measured with the global one).
+
+    Args:
+        trigger: the global :class:`PixelTrigger` (an ``(h, w)`` or ``(C, h, w)`` pattern
+            value is cut with it).
+        part: which band, taken modulo ``parts`` (attacker k gets part k mod parts).
+        parts: number of bands; ``None``: min(4, the longer side) (the paper's four local
+            triggers where the trigger allows). ``ValueError`` beyond the longer side.
+
+    The ``parts`` local triggers are disjoint and their union is the global trigger.
+    """
+    if not isinstance(trigger, PixelTrigger):
+        raise TypeError(f"dba_local_trigger needs a PixelTrigger, got {type(trigger).__name__}")
+    (h, w), (r, c) = trigger.size, trigger.position
+    rows = h >= w  # cut along the longer side
+    side = h if rows else w
+    parts = min(4, side) if parts is None else _common.check_int("dba: parts", parts, minimum=1)
+    if parts > side:
+        raise ValueError(f"dba: a {h}x{w} trigger cannot be cut into {parts} parts (at most {side})")
+    k = _common.check_int("dba: part", part, minimum=0) % parts
+    band = np.array_split(np.arange(side), parts)[k]
+    lo, size = int(band[0]), len(band)
+    value = trigger.value
+    v = np.asarray(value, dtype=np.float64)
+    if v.ndim >= 2:  # an (h, w) or (C, h, w) pattern: its band
+        v = v[..., lo:lo + size, :] if rows else v[..., :, lo:lo + size]
+        value = v.tolist()
+    if rows:
+        return PixelTrigger(size=(size, w), position=(r + lo, c), value=value, target=trigger.target)
+    return PixelTrigger(size=(h, size), position=(r, c + lo), value=value, target=trigger.target)
 
 
 @dataclass(frozen=True)

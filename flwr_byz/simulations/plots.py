@@ -66,17 +66,23 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     rep = [r for r in rows if r.get("reputation_malicious") is not None or r.get("reputation_honest") is not None]
     if rep:
         cells = sorted({r["cell"] for r in rep})
-        fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 3.6), squeeze=False, sharey=True)
-        for ax, cell in zip(axes[0], cells):
+        cols = min(4, len(cells))
+        nrows = -(-len(cells) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False, sharey=True)
+        for ax in axes.flat[len(cells):]:
+            ax.set_visible(False)
+        for ax, cell in zip(axes.flat, cells):
             rs = sorted((r for r in rep if r["cell"] == cell), key=lambda r: r["round"])
             for key, label in (("reputation_honest", "honest"), ("reputation_malicious", "malicious")):
                 ax.plot([r["round"] for r in rs], [r.get(key) for r in rs], marker=".", label=label)
             ax.set_title(f"{rs[0]['cfg_strategy']} / {attack_label(rs[0])}", fontsize=9)
             ax.set_xlabel("round")
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        axes[0][0].set_ylabel("mean reputation (used that round)")
+        for row in axes:
+            row[0].set_ylabel("mean reputation")
         fig.tight_layout()
         files.append(out_dir / "reputation.png")
         fig.savefig(files[-1], dpi=120)

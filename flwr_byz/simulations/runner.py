@@ -117,7 +117,8 @@ def backdoor_client(client, attack: str, params: dict, data, *, collusion, num_c
                     server_lr: float = 1.0):
     """``client`` (honest) turned into the backdoor attacker ``attack`` (one of
     :data:`BACKDOORS`) with the trigger :func:`cell_trigger` of ``data`` and ``params``
-    (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0; ``weight_factor`` /
+    (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0, DBA's ``parts`` and
+    ``part``; ``weight_factor`` /
     ``weight_value`` add weight inflation). Simulation cells and the Flower App's backdoor
     SuperNodes both build their attackers here."""
     from ..clients.malicious import WeightInflationClient
@@ -141,6 +142,12 @@ def _backdoor_attacker(client, attack: str, params: dict, data, *, collusion, nu
     if attack == "model_replacement":
         return ModelReplacementClient(client, trig, gamma=params.get("gamma"), num_clients=num_clients,
                                       server_lr=server_lr, fraction=fraction)
+    if attack == "dba":  # attacker k poisons with local trigger k mod parts (its partition id by default)
+        from ..attacks.backdoor import dba_local_trigger
+
+        part = params.get("part")
+        part = int(getattr(client, "partition_id", 0)) if part is None else part
+        return BackdoorClient(client, dba_local_trigger(trig, part, params.get("parts")), fraction=fraction)
     if attack == "alie_backdoor":
         return AlieBackdoorClient(client, trig, collusion=collusion, z=params.get("z"), num_clients=num_clients,
                                   num_malicious=num_malicious, fraction=fraction, alpha=params.get("alpha", 1.0))
