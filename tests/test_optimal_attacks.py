@@ -133,3 +133,72 @@ def test_mimic_clients_send_one_of_their_honest_updates(tmp_path):
     assert all(np.array_equal(sent[0], s) for s in sent[1:])
     chosen = replies[0][2]["attack.mimicked"]
     np.testing.assert_allclose(sent[0], _honest_update64(chosen), rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# AGR-tailored attacks (Shejwalkar & Houmansadr, NDSS 2021, Section IV-B)
+# --------------------------------------------------------------------------------------
+
+
+def _tailored_rows(H, gamma, f):
+    """The simulated round of the reference: H plus f copies of mean(H) - gamma std(H)
+    (ddof = 1, the 'std' direction), in float64."""
+    H64 = H.astype(np.float64)
+    byz = H64.mean(axis=0) - gamma * H64.std(axis=0, ddof=1)
+    return np.vstack([H64, np.tile(byz, (f, 1))]), byz
+
+
+@pytest.mark.parametrize("rule", ["krum", "multi_krum"])
+def test_agr_tailored_finds_the_largest_gamma_the_rule_still_selects(rule):
+    from flwr_byz.attacks import agr_tailored
+
+    rng = np.random.default_rng(4)
+    H = (0.3 + rng.standard_normal((14, 25))).astype(np.float32)
+    f, n = 5, 19
+    update, gamma, harm = agr_tailored(H, rule=rule, f=f)
+
+    def selected(g):  # the reference: Krum's choice is malicious / Multi-Krum keeps all of them
+        X, _ = _tailored_rows(H, g, f)
+        _, rep = RULES[rule](X, f=f, return_report=True)
+        chosen = set(rep.selected)
+        mal = set(range(14, n))
+        return bool(chosen & mal) if rule == "krum" else mal <= chosen
+
+    grid = np.arange(0.0, 20.0, 0.01)
+    feasible = [g for g in grid if selected(g)]
+    assert feasible and gamma > 0
+    assert abs(gamma - max(feasible)) <= 0.011  # the halving search lands on the edge of the feasible set
+    np.testing.assert_allclose(update, _tailored_rows(H, gamma, f)[1], rtol=1e-5, atol=1e-5)
+    X, _ = _tailored_rows(H, gamma, f)
+    assert harm == pytest.approx(float(np.linalg.norm(RULES[rule](X, f=f) - H.astype(np.float64).mean(axis=0))),
+                                 rel=1e-4)
+
+
+def test_agr_tailored_against_the_median_moves_it_farther_than_the_agnostic_min_max():
+    from flwr_byz.attacks import agr_tailored, min_max
+
+    rng = np.random.default_rng(5)
+    H = (0.3 + rng.standard_normal((14, 25))).astype(np.float32)
+    f = 5
+    _, gamma, harm = agr_tailored(H, rule="median", f=f)
+    agnostic = harm64(H, min_max(H, direction="std"), "median", f)
+    assert gamma > 0 and harm >= agnostic - 1e-9
+    assert harm > harm64(H, H.astype(np.float64).mean(axis=0).astype(np.float32), "median", f)  # beats gamma = 0
+    with pytest.raises(ValueError, match="direction"):
+        agr_tailored(H, rule="median", f=f, direction="up")
+
+
+def test_agr_tailored_clients_collude_on_one_update(tmp_path):
+    from test_clients import StepClient, _global
+
+    from flwr_byz.clients import Collusion, MaliciousClient
+
+    coll = Collusion(range(3), StepClient, store_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs the server's rule"):
+        MaliciousClient(StepClient(0), "agr_tailored", collusion=coll, num_clients=9, num_malicious=3).fit(
+            _global(), {"server-round": 1})
+    replies = [MaliciousClient(StepClient(p), "agr_tailored", collusion=coll, num_clients=9, num_malicious=3,
+                               rule="trimmed_mean").fit(_global(), {"server-round": 1}) for p in range(3)]
+    assert all(r[2]["attack.malicious"] == 1 and "attack.scale" in r[2] for r in replies)
+    flat = [np.concatenate([a.ravel() for a in r[0]]) for r in replies]
+    assert all(np.array_equal(flat[0], v) for v in flat[1:])

@@ -59,9 +59,11 @@ def round_row(settings: dict, run_id: int, server_round: int, accuracy: float, l
         **runner.detection(entry, bad), **runner.forecast(entry), **runner.detox_stats(entry, bad),
         "final": server_round == int(settings["num-rounds"]),
         "cfg_strategy": settings["strategy"], "cfg_attack": settings["attack"], "cfg_dataset": settings["dataset"],
-        "cfg_num_clients": (entry or {}).get("replies", 0), "cfg_num_malicious": len(bad),
+        "cfg_num_clients": (entry or {}).get("replies", 0),
         **{f"cfg_{k.replace('-', '_')}": v for k, v in settings.items()
-           if k not in ("strategy", "attack", "dataset")},
+           if k not in ("strategy", "attack", "dataset", "num-malicious")},
+        # the run config's corrupted partitions, or more when nodes (node-config attackers) say so
+        "cfg_num_malicious": max(int(settings["num-malicious"]), len(bad)),
     }
 
 

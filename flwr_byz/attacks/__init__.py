@@ -20,7 +20,7 @@ from .classic import (
 from .data_poisoning import flip_labels
 from .forecast import alie_forecast
 from .mimic import mimic
-from .minmax import DIRECTIONS, min_max, min_sum
+from .minmax import DIRECTIONS, agr_tailored, min_max, min_sum
 from .optimal import optimal_alie, optimal_ipm
 from .weight_inflation import inflate_num_examples
 
@@ -31,5 +31,5 @@ __all__ = [
     "DIRECTIONS", "GARBAGE_KINDS", "alie_forecast", "alie_supporters", "alie_update", "alie_z_max",
     "constant_update", "flip_labels", "garbage_updates", "gaussian_noise", "inflate_num_examples",
     "inner_product_manipulation",
-    "mimic", "min_max", "min_sum", "optimal_alie", "optimal_ipm", "sign_flipping",
+    "agr_tailored", "mimic", "min_max", "min_sum", "optimal_alie", "optimal_ipm", "sign_flipping",
 ]

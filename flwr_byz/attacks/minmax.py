@@ -35,6 +35,12 @@ c_i + 2 gamma b_i + gamma^2 ||p||^2 = max_{i,j} ||x_i - x_j||^2 (Min-Max), or th
 root of their sum set equal to the bound (Min-Sum); there is no cap and no tolerance
 (the root is nudged down by an ulp if rounding put it just outside the constraint).
 
+The AGR-tailored attack (:func:`agr_tailored`, the paper's Section IV-B) sends the same
+``mu + gamma p`` but chooses gamma against the aggregation rule in use: the largest gamma
+for which the rule still selects the malicious updates (Krum, Multi-Krum, Bulyan), or the
+gamma that maximises the distance of the rule's output from the honest mean (trimmed mean,
+median and every other rule), with the same halving search.
+
 Only the (k, k) Gram matrix of the centred known updates and k dot products are needed;
 they are accumulated in float64 over column chunks, so the extra memory is about
 k * CHUNK_COLUMNS floats besides the (d,) vectors mu and p.
@@ -47,7 +53,7 @@ import numpy as np
 from . import _common
 from .catalogue import register_attack
 
-__all__ = ["DIRECTIONS", "min_max", "min_sum"]
+__all__ = ["DIRECTIONS", "agr_tailored", "min_max", "min_sum"]
 
 DIRECTIONS = ("unit_vec", "std", "sign")
 METHODS = ("halving", "exact")
@@ -219,3 +225,80 @@ def min_sum(known_updates, *, direction: str = "unit_vec", bound: str = "max", m
         gamma = _search(ok, exact_root, method, gamma_init, tau)
     update = geo.update(gamma)
     return (update, float(gamma)) if return_gamma else update
+
+
+# Rules whose AGR-tailored attack asks "are the malicious updates selected?" (the paper's
+# Krum, Multi-Krum and Bulyan attacks); every other rule: "does the deviation grow?".
+SELECTION_RULES = ("krum", "multi_krum", "bulyan")
+
+
+@register_attack("agr_tailored", kind="model", colluding=True, params={"rule": None, "direction": "std"},
+                 knowledge="the rule in use, n, f and the corrupted clients' own honest updates (adaptive)",
+                 paper="Shejwalkar & Houmansadr, NDSS 2021 (AGR-tailored attacks)")
+def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, direction: str = "std",
+                 rule_params=None, pre=(), gamma_init: float = 10.0, tau: float = 1e-5):
+    """The AGR-tailored attack: ``mu + gamma p`` with gamma searched against the rule.
+
+    The simulated round is the known honest updates (repeated to n - f rows when they are
+    fewer, as the rule-aware attacks of :mod:`flwr_byz.attacks.optimal` do) plus f copies of
+    the malicious update. The paper's halving search (gamma_init, steps halved until within
+    ``tau``) counts a gamma as a success when:
+
+    * Krum: the update Krum selects is a malicious one;
+    * Multi-Krum, Bulyan: every malicious update is in the selected set;
+    * any other rule (trimmed mean, median, ...): the rule's output moves farther from the
+      honest mean than at the last success (gamma = 0 to start).
+
+    Args:
+        known_updates: (k, d) honest updates the attacker knows (its own, or all honest).
+        rule: the aggregation rule in use (a name of ``flwr_byz.aggregation.RULES``).
+        f: the number of malicious updates sent (each a copy), f >= 1; also the rule's f.
+        n: clients in the round (default k + f).
+        direction: ``"std"`` (the paper's tailored experiments), ``"unit_vec"`` or ``"sign"``.
+        rule_params, pre: the rule's parameters and pre-aggregators, as the server has them.
+        gamma_init, tau: the search (the authors' code: 10 and 1e-5).
+
+    Returns ``(update, gamma, harm)``: the (d,) float32 update, the gamma found (0 when no
+    gamma succeeds: the mean itself) and the distance of the rule's output from the honest
+    mean in the simulated round at that gamma.
+    """
+    from ..aggregation import RobustAggregator
+    from .optimal import _population
+
+    X = _common.as_known_updates(known_updates, "known_updates")
+    f = _common.check_int("f", f, minimum=1)
+    n = X.shape[0] + f if n is None else _common.check_int("n", n, minimum=f + 1)
+    gamma_init, tau = _check_search("agr_tailored", "halving", gamma_init, tau)
+    geo = _Geometry(X, direction, "agr_tailored")
+    H = _population(X, n, f)
+    target = H.astype(np.float64).mean(axis=0)
+    aggregate = RobustAggregator(rule, f=0 if rule == "mean" else f, pre=list(pre or ()), **dict(rule_params or {}))
+    malicious = set(range(H.shape[0], H.shape[0] + f))
+
+    def run(gamma: float):
+        rows = np.vstack([H, np.tile(geo.update(gamma), (f, 1))]).astype(X.dtype)
+        try:
+            out, report = aggregate(rows)
+        except ValueError:  # a bound the simulated round cannot meet: no information
+            return None, None
+        return float(np.linalg.norm(out.astype(np.float64) - target)), report
+
+    base, _ = run(0.0)
+    state = {"harm": -np.inf if base is None else base}
+
+    def ok(gamma: float) -> bool:
+        harm, report = run(gamma)
+        if harm is None:
+            return False
+        if rule in SELECTION_RULES and not aggregate.pre:
+            chosen = set(report.selected or [])
+            success = bool(chosen & malicious) if rule == "krum" else malicious <= chosen
+        else:
+            success = harm > state["harm"]
+        if success:
+            state["harm"] = harm
+        return success
+
+    gamma = _search(ok, None, "halving", gamma_init, tau)
+    harm, _ = run(gamma)
+    return geo.update(gamma), float(gamma), float(harm if harm is not None else 0.0)

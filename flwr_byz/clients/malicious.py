@@ -123,6 +123,14 @@ class MaliciousClient(NumPyClient):
                     n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
                     **{k: p[k] for k in ("evals", "start", "delta", "ratio") if k in p})
                 metrics["attack.scale"], metrics["attack.harm"] = float(scale), float(harm)
+            elif self.attack == "agr_tailored":
+                if not p.get("rule"):
+                    raise ValueError("agr_tailored needs the server's rule: attack parameter 'rule'")
+                update, gamma, harm = attacks.agr_tailored(
+                    X, rule=str(p["rule"]), f=int(p.get("num_malicious", X.shape[0])),
+                    n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
+                    **{k: p[k] for k in ("direction", "gamma_init", "tau") if k in p})
+                metrics["attack.scale"], metrics["attack.harm"] = float(gamma), float(harm)
             elif self.attack == "min_max":
                 update = attacks.min_max(X, direction=p.get("direction", "unit_vec"))
             else:

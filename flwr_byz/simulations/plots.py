@@ -16,6 +16,25 @@ def _latest_attempts(rows: list[dict]) -> list[dict]:
     return [r for r in rows if latest.get(r["cell"]) == r["attempt"]]
 
 
+def accuracy_curves(rows: list[dict], attack: str) -> dict[tuple, dict[int, list[float]]]:
+    """The accuracy curves of one attack's panel: ``(strategy, n, m) -> round -> [accuracy
+    of each seed]``. n and m are each run's (cell's) largest over its rows: a Flower App run
+    reports the replies of each round (none for round 0, fewer when a node is late), and
+    must still draw one line."""
+    from .runner import attack_label
+
+    size: dict[str, tuple] = {}
+    for r in rows:
+        n, m = size.get(r["cell"], (0, 0))
+        size[r["cell"]] = (max(n, r.get("cfg_num_clients") or 0), max(m, r.get("cfg_num_malicious") or 0))
+    curves: dict[tuple, dict[int, list[float]]] = {}
+    for r in rows:
+        if attack_label(r) == attack:
+            key = (r["cfg_strategy"], *size[r["cell"]])
+            curves.setdefault(key, {}).setdefault(r["round"], []).append(r["accuracy"])
+    return curves
+
+
 def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: int | None = None) -> list[Path]:
     """Write ``accuracy.png`` (one panel per attack, one line per defense: the mean over its
     seeds, a band from the lowest to the highest seed when there are several) and
@@ -39,12 +58,7 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     attacks = sorted({attack_label(r) for r in rows})
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks):
-        # one line per (strategy, n, m): the mean over its seeds, with a band from min to max
-        curves: dict[tuple, dict[int, list[float]]] = {}
-        for r in rows:
-            if attack_label(r) == attack:
-                key = (r["cfg_strategy"], r["cfg_num_clients"], r["cfg_num_malicious"])
-                curves.setdefault(key, {}).setdefault(r["round"], []).append(r["accuracy"])
+        curves = accuracy_curves(rows, attack)
         for (strategy, n, m), by_round in sorted(curves.items()):
             rounds = sorted(by_round)
             values = [by_round[k] for k in rounds]
