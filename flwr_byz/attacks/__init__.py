@@ -18,6 +18,7 @@ from .classic import (
     GARBAGE_KINDS, constant_update, garbage_updates, gaussian_noise, inner_product_manipulation, sign_flipping,
 )
 from .data_poisoning import flip_labels
+from .fang import fang_krum, fang_trimmed_mean
 from .forecast import alie_forecast
 from .mimic import mimic
 from .minmax import DIRECTIONS, agr_tailored, min_max, min_sum
@@ -29,7 +30,7 @@ __all__ = [
     "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
     "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
     "DIRECTIONS", "GARBAGE_KINDS", "alie_forecast", "alie_supporters", "alie_update", "alie_z_max",
-    "constant_update", "flip_labels", "garbage_updates", "gaussian_noise", "inflate_num_examples",
+    "constant_update", "fang_krum", "fang_trimmed_mean", "flip_labels", "garbage_updates", "gaussian_noise", "inflate_num_examples",
     "inner_product_manipulation",
     "agr_tailored", "mimic", "min_max", "min_sum", "optimal_alie", "optimal_ipm", "sign_flipping",
 ]

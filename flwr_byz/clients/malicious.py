@@ -131,6 +131,15 @@ class MaliciousClient(NumPyClient):
                     n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
                     **{k: p[k] for k in ("direction", "gamma_init", "tau") if k in p})
                 metrics["attack.scale"], metrics["attack.harm"] = float(gamma), float(harm)
+            elif self.attack == "fang_trimmed_mean":  # each attacker its own draw, reproducible per (seed, round)
+                seed = p.get("seed")
+                pid = int(getattr(self.honest, "partition_id", 0))
+                seed = None if seed is None else (int(seed), int(config.get("server-round", 0)), pid)
+                update = attacks.fang_trimmed_mean(X, b=float(p.get("b", 2.0)), rng=seed)
+            elif self.attack == "fang_krum":
+                update, lam = attacks.fang_krum(X, f=int(p.get("num_malicious", X.shape[0])),
+                                                threshold=float(p.get("threshold", 1e-5)))
+                metrics["attack.scale"] = float(lam)
             elif self.attack == "min_max":
                 update = attacks.min_max(X, direction=p.get("direction", "unit_vec"))
             else:
