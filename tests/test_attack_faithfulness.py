@@ -163,3 +163,44 @@ def test_dba_attackers_poison_with_their_own_band_on_the_detox_shard():
         assert changed.sum() > 0 and (changed & ~attacker.backdoor.mask((1, 4, 4))[0]).sum() == 0
     assert seen[0].position == (0, 0) and seen[1].position == (1, 0)  # attacker k: band k
     assert seen[0].size == seen[1].size == (1, 2)
+
+
+# --- Neurotoxin (Zhang et al., ICML 2022) -------------------------------------------------------
+
+def test_neurotoxin_mask_keeps_the_smallest_benign_coordinates():
+    from flwr_byz.attacks.backdoor import neurotoxin_mask
+
+    g = np.array([0.1, -5.0, 0.2, 3.0, 0.0, -0.05])
+    np.testing.assert_array_equal(neurotoxin_mask(g, 0.5), [True, False, False, False, True, True])
+    assert neurotoxin_mask(g, 1.0).all() and neurotoxin_mask(g, 0.01).sum() == 1
+    np.testing.assert_array_equal(neurotoxin_mask(np.zeros(4), 0.5), [True, True, False, False])  # ties: lower index
+    with pytest.raises(ValueError):
+        neurotoxin_mask(g, 1.5)
+
+
+def test_neurotoxin_trains_only_the_masked_coordinates_within_its_bound():
+    import torch
+
+    from flwr_byz.attacks.backdoor import neurotoxin_mask
+    from flwr_byz.clients.backdoor import NeurotoxinClient
+
+    trigger = PixelTrigger(size=2, position=(0, 0), value=3.0, target=0)
+    config = {"server-round": 1, "local-steps": 4}
+    g = get_weights(client().model)
+    attacker = NeurotoxinClient(client(0), trigger, fraction=0.5, ratio=0.7)
+    # the benign gradient: the clean loss over all the client's data at once (reference)
+    model = client().model
+    loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(X_OWN)), torch.as_tensor(Y_OWN))
+    reference = np.concatenate([t.detach().numpy().ravel() for t in torch.autograd.grad(loss, list(model.parameters()))])
+    np.testing.assert_allclose(attacker._benign_gradient(g, config), reference, rtol=1e-4, atol=1e-6)
+    mask = neurotoxin_mask(reference, 0.7)
+    weights, n, metrics = attacker.fit(g, config)
+    update = flat(weights).astype(np.float64) - flat(g)
+    assert np.all(update[~mask] == 0) and np.count_nonzero(update[mask]) > 0.5 * mask.sum()
+    assert metrics["attack.malicious"] == 1 and metrics["attack.neurotoxin-ratio"] == 0.7
+    bounded, _, _ = NeurotoxinClient(client(0), trigger, ratio=0.7, norm_bound=0.05).fit(g, config)
+    step = flat(bounded).astype(np.float64) - flat(g)
+    assert np.linalg.norm(step) <= 0.05 * (1 + 1e-5) and np.all(step[~mask] == 0)
+    # and the hooks are gone: the honest client trains every coordinate again
+    honest = attacker.honest.fit(g, config)[0]
+    assert np.count_nonzero(flat(honest)[~mask] - flat(g)[~mask]) > 0

@@ -15,6 +15,8 @@ Triggers (image data of any shape, the last two axes being H and W):
   with (0.1307, 0.3081), 1.75 for flwr-byz's digits).
 * :func:`dba_local_trigger`: DBA's local triggers (Xie et al., ICLR 2020): the global
   trigger cut into bands, one per attacker; the server measures the ASR with the whole.
+* :func:`neurotoxin_mask`: Neurotoxin (Zhang et al., ICML 2022): the backdoor is trained
+  only on the coordinates the benign gradient changes least.
 * :class:`SampleBackdoor`: the ALIE paper's *sample* backdoor: a chosen set of training
   samples relabelled to the target (no trigger: the model must misclassify those very
   samples while staying accurate elsewhere).
@@ -39,6 +41,7 @@ are left out: classifying them as the target is no success of the attack).
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +52,7 @@ from . import _common
 from .catalogue import register_attack
 
 __all__ = [
-    "PixelTrigger", "SampleBackdoor", "alie_box", "dba_local_trigger", "alie_box_projection", "attack_success_rate",
+    "PixelTrigger", "SampleBackdoor", "alie_box", "dba_local_trigger", "neurotoxin_mask", "alie_box_projection", "attack_success_rate",
     "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
 ]
 
@@ -271,6 +274,32 @@ def dba_local_trigger(trigger: PixelTrigger, part: int, parts: int | None = None
     if rows:
         return PixelTrigger(size=(size, w), position=(r + lo, c), value=value, target=trigger.target)
     return PixelTrigger(size=(h, size), position=(r, c + lo), value=value, target=trigger.target)
+
+
+@register_attack("neurotoxin", kind="backdoor", knowledge="its own data (its clean gradient marks the coordinates "
+                 "honest training moves most)", params={"fraction": 0.5, "trigger": {}, "ratio": 0.95,
+                                                        "norm_bound": None},
+                 paper="Zhang et al., ICML 2022 (Neurotoxin)")
+def neurotoxin_mask(gradient, ratio: float = 0.95) -> np.ndarray:
+    """Neurotoxin's coordinate mask (Zhang, Panda, Song, Yang, Mahoney, Mittal, Ramchandran &
+    Gonzalez, "Neurotoxin: Durable Backdoors in Federated Learning", ICML 2022): True on the
+    ``ratio`` share of coordinates where the benign gradient is smallest in magnitude, False
+    on the rest (the top 1 - ratio, what honest training changes most, where a backdoor
+    would be overwritten soonest). The authors' default ratio is 0.95. Ties go to the lower
+    index (a stable sort), so the mask is a function of the gradient alone.
+
+    Args:
+        gradient: the benign gradient estimate, any shape (flattened).
+        ratio: in (0, 1]: the share of coordinates kept (rounded down, at least one).
+    """
+    g = np.abs(np.asarray(gradient, dtype=np.float64).reshape(-1))
+    ratio = _common.check_finite_scalar("neurotoxin: ratio", ratio, positive=True)
+    if ratio > 1:
+        raise ValueError(f"neurotoxin: ratio must be in (0, 1], got {ratio}")
+    keep = max(int(math.floor(ratio * g.size)), 1)
+    mask = np.zeros(g.size, dtype=bool)
+    mask[np.argsort(g, kind="stable")[:keep]] = True
+    return mask
 
 
 @dataclass(frozen=True)

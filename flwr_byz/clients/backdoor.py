@@ -61,7 +61,7 @@ from .honest import pick_device, round_seed, train_locally
 
 LOG = logging.getLogger("flwr_byz.clients")
 
-__all__ = ["AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient", "train_poisoned"]
+__all__ = ["AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient", "NeurotoxinClient", "train_poisoned"]
 
 _POISON_STREAM = 0xB4CD00  # separates the poisoning draws from the data order of the same seed
 
@@ -69,7 +69,7 @@ _POISON_STREAM = 0xB4CD00  # separates the poisoning draws from the data order o
 def train_poisoned(model: nn.Module, x: np.ndarray, y: np.ndarray, poison_fn, *, epochs: int = 1,
                    batch_size: int = 32, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,
                    seed: int = 0, steps: int | None = None, device: torch.device | None = None,
-                   loss_weight: float = 1.0, prox=None) -> float:
+                   loss_weight: float = 1.0, prox=None, after_step=None) -> float:
     """Minibatch SGD where every batch goes through ``poison_fn(xb, yb, rng) -> (xb', yb')``.
 
     Same data order, batches and stopping rule as :func:`flwr_byz.clients.honest.train_locally`
@@ -77,21 +77,24 @@ def train_poisoned(model: nn.Module, x: np.ndarray, y: np.ndarray, poison_fn, *,
     Generator seeded from ``seed``. The loss is ``loss_weight * cross-entropy``; ``prox``,
     when given, is ``[(param, anchor, k), ...]`` and after every step applies
     ``param <- (param + k * anchor) / (1 + k)`` (the proximal step of
-    ``sum k / (2 lr) * (param - anchor)^2``). Returns the mean cross-entropy of the last epoch.
+    ``sum k / (2 lr) * (param - anchor)^2``); ``after_step()`` runs after that (Neurotoxin's
+    projection). Returns the mean cross-entropy of the last epoch.
     """
     device = device or pick_device()
     rng = np.random.default_rng([int(seed) % (2**63), _POISON_STREAM])
     prox = [(p, a.to(device), k.to(device)) for p, a, k in (prox or [])]
 
     @torch.no_grad()
-    def proximal_step():
+    def steps_after():
         for p, a, k in prox:
             p.add_(k * a).div_(1.0 + k)
+        if after_step is not None:
+            after_step()
 
     return train_locally(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, seed=seed, steps=steps, device=device,
                          batch_fn=lambda xb, yb: poison_fn(xb, yb, rng), loss_weight=loss_weight,
-                         after_step=proximal_step if prox else None)
+                         after_step=steps_after if prox or after_step is not None else None)
 
 
 class _BackdoorBase(NumPyClient):
@@ -144,7 +147,7 @@ class _BackdoorBase(NumPyClient):
             y = b.relabel(y)
         return x, y, seed, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng, source=(own_x, own_y))
 
-    def _train(self, parameters, config, *, start=None, loss_weight: float = 1.0, prox_fn=None):
+    def _train(self, parameters, config, *, start=None, loss_weight: float = 1.0, prox_fn=None, after_step=None):
         """Train the honest client's model on the poisoned data from ``start`` (default: the
         global weights); returns (weights, loss, number of examples trained on). ``prox_fn(model,
         lr)`` builds ``prox``."""
@@ -161,6 +164,7 @@ class _BackdoorBase(NumPyClient):
             batch_size=int(config.get("batch-size", getattr(h, "batch_size", 32))), lr=lr,
             momentum=float(config.get("momentum", getattr(h, "momentum", 0.0))), seed=seed, steps=steps,
             device=device, loss_weight=loss_weight, prox=None if prox_fn is None else prox_fn(model, lr),
+            after_step=after_step,
         )
         return get_weights(model), float(loss), len(x)
 
@@ -215,6 +219,81 @@ class ModelReplacementClient(_BackdoorBase):
         boosted = bd.model_replacement(update, self.gamma)
         metrics = {**self._metrics(), "train_loss": loss, "attack.gamma": self.gamma}
         return apply_update(layout, parameters, boosted), trained_on, metrics
+
+
+class NeurotoxinClient(_BackdoorBase):
+    """Neurotoxin (Zhang et al., ICML 2022): the data-poisoning backdoor trained only on the
+    coordinates honest training changes least, so that later honest rounds do not erase it.
+
+    Each round: the gradient of the clean loss at the global model over the data the client
+    trains on (its partition or DETOX shard, in its minibatches, averaged) is the benign
+    gradient estimate, as in the authors' code; :func:`flwr_byz.attacks.backdoor.neurotoxin_mask`
+    keeps the ``ratio`` share of coordinates (over all parameters together) where it is
+    smallest; the poisoned training of :class:`BackdoorClient` then runs with every gradient
+    multiplied by that mask, and with ``norm_bound`` the update is projected onto the ball of
+    that radius around the global model after every step (the authors' PGD).
+
+    Args:
+        honest, backdoor, fraction: as for :class:`BackdoorClient`.
+        ratio: the share of coordinates trained (the authors' 0.95).
+        norm_bound: the radius of the PGD projection, or None.
+    """
+
+    def __init__(self, honest, backdoor, fraction: float = 0.5, *, ratio: float = 0.95,
+                 norm_bound: float | None = None):
+        super().__init__(honest, backdoor, fraction)
+        bd.neurotoxin_mask(np.zeros(1), ratio)  # validates ratio
+        self.ratio = float(ratio)
+        self.norm_bound = None if norm_bound is None else _common.check_finite_scalar(
+            "NeurotoxinClient: norm_bound", norm_bound, positive=True)
+
+    def _benign_gradient(self, parameters, config) -> np.ndarray:
+        """The clean loss's gradient at the global model, averaged over the round's data."""
+        h = self.honest
+        x, y, _, _ = self._poisoned_data(config)
+        model = h.model
+        set_weights(model, parameters)
+        device = getattr(h, "device", None) or pick_device()
+        model.to(device).train()
+        model.zero_grad()
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        batch = int(config.get("batch-size", getattr(h, "batch_size", 32)))
+        for a in range(0, len(x), batch):
+            xb, yb = torch.as_tensor(x[a : a + batch]).to(device), torch.as_tensor(y[a : a + batch]).to(device)
+            (loss_fn(model(xb), yb) / len(x)).backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+        out = np.concatenate([g.detach().cpu().numpy().ravel() for g in grads]).astype(np.float64)
+        model.zero_grad()
+        return out
+
+    def fit(self, parameters, config):
+        parameters = [np.copy(p) for p in parameters]
+        mask = bd.neurotoxin_mask(self._benign_gradient(parameters, config), self.ratio)
+        model = self.honest.model
+        params = list(model.parameters())
+        hooks, offset = [], 0
+        for p in params:
+            m = torch.as_tensor(mask[offset : offset + p.numel()].reshape(p.shape), dtype=p.dtype, device=p.device)
+            hooks.append(p.register_hook(lambda g, m=m: g * m))
+            offset += p.numel()
+        anchors = [p.detach().clone() for p in params]
+        bound = self.norm_bound
+
+        @torch.no_grad()
+        def project():  # PGD: back onto the ball of radius norm_bound around the global model
+            norm = torch.sqrt(sum(((p - a) ** 2).sum() for p, a in zip(params, anchors)))
+            if float(norm) > bound:
+                for p, a in zip(params, anchors):
+                    p.copy_(a + (p - a) * (bound / norm))
+
+        try:
+            weights, loss, trained_on = self._train(parameters, config,
+                                                    after_step=project if bound is not None else None)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        metrics = {**self._metrics(), "train_loss": loss, "attack.neurotoxin-ratio": self.ratio}
+        return weights, trained_on, metrics
 
 
 class AlieBackdoorClient(_BackdoorBase):

@@ -118,7 +118,7 @@ def backdoor_client(client, attack: str, params: dict, data, *, collusion, num_c
     """``client`` (honest) turned into the backdoor attacker ``attack`` (one of
     :data:`BACKDOORS`) with the trigger :func:`cell_trigger` of ``data`` and ``params``
     (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0, DBA's ``parts`` and
-    ``part``; ``weight_factor`` /
+    ``part``, Neurotoxin's ``ratio`` and ``norm_bound``; ``weight_factor`` /
     ``weight_value`` add weight inflation). Simulation cells and the Flower App's backdoor
     SuperNodes both build their attackers here."""
     from ..clients.malicious import WeightInflationClient
@@ -148,6 +148,11 @@ def _backdoor_attacker(client, attack: str, params: dict, data, *, collusion, nu
         part = params.get("part")
         part = int(getattr(client, "partition_id", 0)) if part is None else part
         return BackdoorClient(client, dba_local_trigger(trig, part, params.get("parts")), fraction=fraction)
+    if attack == "neurotoxin":
+        from ..clients.backdoor import NeurotoxinClient
+
+        return NeurotoxinClient(client, trig, fraction=fraction, ratio=float(params.get("ratio", 0.95)),
+                                norm_bound=params.get("norm_bound"))
     if attack == "alie_backdoor":
         return AlieBackdoorClient(client, trig, collusion=collusion, z=params.get("z"), num_clients=num_clients,
                                   num_malicious=num_malicious, fraction=fraction, alpha=params.get("alpha", 1.0))
