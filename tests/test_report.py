@@ -108,3 +108,14 @@ def test_cells_that_differ_beyond_the_seed_are_not_pooled():
     table = markdown_table(rows)  # two cells share (defense, attack): one row each, split shown
     assert "| median | mimic | 9 | 2 | dirichlet | 0,1 | 0.750 [0.700, 0.800] |" in table
     assert "| median | mimic | 9 | 2 | iid | 0 | 0.900 |" in table
+
+
+def test_defense_label_names_the_options_that_change_the_defense():
+    from flwr_byz.simulations.runner import defense_label
+
+    assert defense_label({"cfg_strategy": "multi_krum", "cfg_strategy_params": {"reputation": {"decay": 0.9}}}) \
+        == "multi_krum + reputation"
+    assert defense_label({"cfg_strategy": "median", "cfg_strategy_params": {
+        "pre": [{"kind": "bucketing", "s": 2}], "crfl": {"clip_norm": 1.0}}}) == "median + bucketing + crfl"
+    assert defense_label({"cfg_strategy": "median", "cfg_strategy_params": '{"m": 3}'}) == "median"  # App rows: JSON text
+    assert defense_label({"cfg_strategy": "krum"}) == "krum"

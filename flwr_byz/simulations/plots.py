@@ -21,7 +21,7 @@ def accuracy_curves(rows: list[dict], attack: str) -> dict[tuple, dict[int, list
     of each seed]``. n and m are each run's (cell's) largest over its rows: a Flower App run
     reports the replies of each round (none for round 0, fewer when a node is late), and
     must still draw one line."""
-    from .runner import attack_label
+    from .runner import attack_label, defense_label
 
     size: dict[str, tuple] = {}
     for r in rows:
@@ -30,7 +30,7 @@ def accuracy_curves(rows: list[dict], attack: str) -> dict[tuple, dict[int, list
     curves: dict[tuple, dict[int, list[float]]] = {}
     for r in rows:
         if attack_label(r) == attack:
-            key = (r["cfg_strategy"], *size[r["cell"]])
+            key = (defense_label(r), *size[r["cell"]])
             curves.setdefault(key, {}).setdefault(r["round"], []).append(r["accuracy"])
     return curves
 
@@ -46,7 +46,7 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .runner import ResultsWriter, attack_label
+    from .runner import ResultsWriter, attack_label, defense_label
 
     results = Path(results)
     folder = results if results.is_dir() else results.parent
@@ -89,7 +89,7 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
             rs = sorted((r for r in rep if r["cell"] == cell), key=lambda r: r["round"])
             for key, label in (("reputation_honest", "honest"), ("reputation_malicious", "malicious")):
                 ax.plot([r["round"] for r in rs], [r.get(key) for r in rs], marker=".", label=label)
-            ax.set_title(f"{rs[0]['cfg_strategy']} / {attack_label(rs[0])}", fontsize=9)
+            ax.set_title(f"{defense_label(rs[0])} / {attack_label(rs[0])}", fontsize=9)
             ax.set_xlabel("round")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_ylim(0, 1)

@@ -590,6 +590,22 @@ def _setting(row: dict) -> str:
     return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def defense_label(row: dict) -> str:
+    """The defense a results row ran: its strategy plus the strategy options that change
+    what it does (``"multi_krum + reputation"``, ``"median + bucketing"``, ``"mean + crfl"``),
+    so that tables and summaries do not show two different defenses under one name."""
+    params = row.get("cfg_strategy_params") or {}
+    if isinstance(params, str):
+        try:
+            params = json.loads(params or "{}")
+        except json.JSONDecodeError:
+            params = {}
+    extras = [str(p.get("kind")) for p in params.get("pre", []) if isinstance(p, dict)] if isinstance(
+        params.get("pre"), list) else []
+    extras += [k for k in ("crfl", "reputation") if params.get(k) is not None]
+    return " + ".join([str(row["cfg_strategy"]), *extras])
+
+
 def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[dict]:
     """One summary per finished cell of its latest attempt: final and best accuracy, and
     ``tail_accuracy``, the mean over the last :data:`TAIL_ROUNDS` evaluated rounds (under
@@ -612,7 +628,7 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
         agg = [r["aggregation_time_s"] for r in rs if r.get("aggregation_time_s") is not None]
         prov = next((r["provenance"] for r in rs if r["round"] == 0 and "provenance" in r), {})
         out.append({
-            "cell": cid, "strategy": last["cfg_strategy"], "attack": attack_label(last),
+            "cell": cid, "strategy": defense_label(last), "attack": attack_label(last),
             "num_clients": last["cfg_num_clients"], "num_malicious": last["cfg_num_malicious"],
             "dataset": last["cfg_dataset"], "rounds": last["round"], "final_accuracy": last["accuracy"],
             "best_accuracy": max(r["accuracy"] for r in rs),
