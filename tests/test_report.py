@@ -119,3 +119,30 @@ def test_defense_label_names_the_options_that_change_the_defense():
         "pre": [{"kind": "bucketing", "s": 2}], "crfl": {"clip_norm": 1.0}}}) == "median + bucketing + crfl"
     assert defense_label({"cfg_strategy": "median", "cfg_strategy_params": '{"m": 3}'}) == "median"  # App rows: JSON text
     assert defense_label({"cfg_strategy": "krum"}) == "krum"
+
+
+def test_the_matrix_experiment_and_its_heatmap(tmp_path):
+    """`flwr-byz reproduce matrix`: every rule the setting admits x every attack of the
+    catalogue (and none); the rules the setting cannot run are left out and named; the
+    heatmap is drawn from any results folder with two defenses and two attacks or more."""
+    from flwr_byz.aggregation import REGISTRY
+    from flwr_byz.attacks import ATTACK_SPECS
+    from flwr_byz.simulations.plots import plot_matrix
+    from flwr_byz.simulations.reproduce import experiment, matrix_rules
+    from flwr_byz.simulations.runner import ResultsWriter, run_cells
+
+    rules, left_out = matrix_rules(51, 12)
+    assert set(left_out) == {"mda", "smea"}  # C(51, 12) subsets; Bulyan fits exactly (4 * 12 + 3 = 51)
+    rules, left_out = matrix_rules(20, 5)
+    assert set(left_out) == {"bulyan"} and set(rules) == set(REGISTRY) - {"bulyan"}
+    cells = experiment("matrix", rounds=2)
+    assert {c.dataset for c in cells} == {"digits"} and {c.rounds for c in cells} == {2}
+    assert {(c.strategy, c.attack) for c in cells} == {(r, a) for r in rules for a in ("none", *ATTACK_SPECS)}
+    assert all(c.num_malicious == (0 if c.attack == "none" else 5) for c in cells)
+    small = [c for c in cells if c.strategy in ("median", "krum") and c.attack in ("none", "sign_flip", "backdoor")]
+    run_cells([c.__class__(**{**c.to_dict(), "rounds": 1}) for c in small], tmp_path, progress=False,
+              engine="inprocess")
+    path = plot_matrix(ResultsWriter(tmp_path).rows(), tmp_path / "matrix.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one = [r for r in ResultsWriter(tmp_path).rows() if r["cfg_strategy"] == "median"]
+    assert plot_matrix(one, tmp_path / "none.png") is None  # one defense: no matrix

@@ -129,7 +129,7 @@ def format_table(summary: list[dict]) -> str:
     from .runner import TAIL_ROUNDS
 
     with_tail = any(s["rounds"] >= 2 * TAIL_ROUNDS for s in summary)  # else it averages the warm-up
-    head = (f"{'strategy':<24}{'attack':<16}{'n':>4}{'m':>4}{'rounds':>8}{'final acc':>11}"
+    head = (f"{'strategy':<24}{'attack':<20}{'n':>4}{'m':>4}{'rounds':>8}{'final acc':>11}"
             + (f"{'last-' + str(TAIL_ROUNDS):>9}" if with_tail else "") + f"{'best acc':>10}{'agg ms':>9}")
     with_asr = any(s.get("final_asr") is not None for s in summary)
     head += f"{'ASR':>7}" if with_asr else ""
@@ -139,7 +139,7 @@ def format_table(summary: list[dict]) -> str:
     for s in sorted(summary, key=lambda r: (r["strategy"], r["attack"])):
         agg = "" if s["mean_aggregation_time_s"] is None else f"{1000 * s['mean_aggregation_time_s']:.1f}"
         asr = "" if s.get("final_asr") is None else f"{s['final_asr']:.3f}"
-        lines.append(f"{s['strategy']:<24}{s['attack']:<16}{s['num_clients']:>4}{s['num_malicious']:>4}"
+        lines.append(f"{s['strategy']:<24}{s['attack']:<20}{s['num_clients']:>4}{s['num_malicious']:>4}"
                      f"{s['rounds']:>8}{s['final_accuracy']:>11.3f}"
                      + (f"{s['tail_accuracy']:>9.3f}" if with_tail else "") + f"{s['best_accuracy']:>10.3f}{agg:>9}"
                      + (f"{asr:>7}" if with_asr else "")
@@ -293,6 +293,28 @@ def cmd_reproduce(args) -> int:
     from dataclasses import replace
 
     cells = experiment(args.experiment, rounds=args.rounds, data_root=args.data_root)
+    if args.experiment == "matrix":
+        from .reproduce import matrix_rules
+
+        n, m = cells[0].num_clients, max(c.num_malicious for c in cells)
+        for rule, why in matrix_rules(n, m)[1].items():
+            print(f"flwr-byz: matrix: {rule} left out ({why})", file=sys.stderr)
+    from ..attacks.catalogue import check_attack
+    from ..strategies.rule_classes import canonical_strategy
+
+    try:
+        if args.strategies:
+            wanted = {canonical_strategy(s) for s in args.strategies}
+            cells = [c for c in cells if c.strategy in wanted]
+        if args.attacks:
+            for a in args.attacks:
+                if a != "none":
+                    check_attack(a)
+            cells = [c for c in cells if c.attack in set(args.attacks)]
+    except ValueError as err:
+        usage_error(str(err))
+    if not cells:
+        usage_error("no cell of the experiment matches --strategies / --attacks")
     if args.seeds:
         cells = [replace(c, seed=int(seed)) for seed in args.seeds for c in cells]
     _, status = _run(cells, Path(args.out or f"results/{args.experiment}"), args)
@@ -359,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
     p = sub.add_parser("reproduce", help="a paper's experiment (see docs/RESULTS.md)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("experiment", choices=["alie-mnist", "alie-cifar10", "detox"])
+    p.add_argument("experiment", choices=["alie-mnist", "alie-cifar10", "detox", "matrix"])
+    p.add_argument("--strategies", type=_csv_list(str), default=None,
+                   help="only these of the experiment's strategies (comma-separated)")
+    p.add_argument("--attacks", type=_csv_list(str), default=None,
+                   help="only these of the experiment's attacks (comma-separated)")
     p.add_argument("--data-root", default=None, help="torchvision root (e.g. ../shared/data)")
     p.add_argument("--rounds", type=int, default=None, help="override the paper's number of rounds")
     p.add_argument("--out", default=None)

@@ -35,10 +35,48 @@ def accuracy_curves(rows: list[dict], attack: str) -> dict[tuple, dict[int, list
     return curves
 
 
+def plot_matrix(rows: list[dict], path: Path) -> Path | None:
+    """A defense x attack heatmap of last-20 accuracy (mean over seeds; the backdoors' cells
+    also show their final ASR), written to ``path`` when the rows hold at least two defenses
+    and two attacks; returns the path, or None when there is no matrix to draw."""
+    import matplotlib.pyplot as plt
+
+    from .report import over_seeds
+    from .runner import summarize
+
+    cells = over_seeds(summarize(rows))
+    defenses = sorted({c["strategy"] for c in cells})
+    attacks = sorted({c["attack"] for c in cells}, key=lambda a: (a != "none", a))
+    if len(defenses) < 2 or len(attacks) < 2:
+        return None
+    acc = np.full((len(defenses), len(attacks)), np.nan)
+    asr: dict[tuple[int, int], float] = {}
+    for c in cells:
+        i, j = defenses.index(c["strategy"]), attacks.index(c["attack"])
+        acc[i, j] = c["tail_accuracy_mean"]
+        if c.get("final_asr_mean") is not None:
+            asr[i, j] = c["final_asr_mean"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(attacks), 1.0 + 0.42 * len(defenses)))
+    image = ax.imshow(np.ma.masked_invalid(acc), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    for (i, j), v in np.ndenumerate(acc):
+        if np.isfinite(v):
+            text = f"{v:.2f}" + (f"\nASR {asr[i, j]:.2f}" if (i, j) in asr else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5 if (i, j) in asr else 7.5)
+    ax.set_xticks(range(len(attacks)), attacks, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(defenses)), defenses, fontsize=8)
+    ax.set_title("last-20 test accuracy (backdoors: and the final ASR)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: int | None = None) -> list[Path]:
     """Write ``accuracy.png`` (one panel per attack, one line per defense: the mean over its
     seeds, a band from the lowest to the highest seed when there are several) and
-    ``reputation.png`` when a reputation layer ran (the mean score of the malicious and of
+    ``matrix.png`` (:func:`plot_matrix`) when the rows hold two defenses and two attacks or
+    more, ``reputation.png`` when a reputation layer ran (the mean score of the malicious and of
     the honest clients per round, one panel per cell), ``forecast.png`` when present (over
     the first ``forecast_rounds`` rounds if given); return the files written."""
     import matplotlib
@@ -77,6 +115,9 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     files = [out_dir / "accuracy.png"]
     fig.savefig(files[0], dpi=120)
     plt.close(fig)
+    matrix = plot_matrix(rows, out_dir / "matrix.png")
+    if matrix is not None:
+        files.append(matrix)
     rep = [r for r in rows if r.get("reputation_malicious") is not None or r.get("reputation_honest") is not None]
     if rep:
         cells = sorted({r["cell"] for r in rep})

@@ -14,6 +14,12 @@ numbers measured here and the papers' numbers.
   rules under ALIE (at z_max and at z = 1.5, the ALIE authors' code default), and DETOX +
   signSGD vs signSGD under the constant (-1) attack; n = 45, m = 5 on MNIST (the DETOX
   paper's 45 workers), n = 21 on digits (Multi-Krum only: Bulyan needs n >= 4f + 3).
+- ``matrix``: every registered rule against every attack of the catalogue (and no attack),
+  at the ALIE authors' setting on MNIST (n = 51, m = 12, one step per round, 300 rounds)
+  or, without ``--data-root``, on the embedded digits (n = 20, m = 5, batch 16, 100
+  rounds); a rule whose f bound the setting cannot meet, or whose exact search is refused
+  at that n and m (MDA, SMEA), is left out and named. ``flwr-byz plot`` draws it as a
+  heatmap (``matrix.png``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from dataclasses import replace
 from ..attacks import alie_z_max
 from .config import RunConfig
 
-EXPERIMENTS = ("alie-mnist", "alie-cifar10", "detox")
+EXPERIMENTS = ("alie-mnist", "alie-cifar10", "detox", "matrix")
+
+# The exact subset searches (MDA, SMEA) refuse more than this many subsets C(n, f).
+_MAX_SUBSETS = 200_000
 
 
 def _alie(dataset: str, model: str, rounds: int, data_root: str | None) -> list[RunConfig]:
@@ -63,6 +72,43 @@ def _detox(dataset: str, rounds: int, data_root: str | None) -> list[RunConfig]:
     return cells
 
 
+def matrix_rules(n: int, m: int) -> tuple[list[str], dict[str, str]]:
+    """The rules of the matrix at n clients with f = m, and those left out with why."""
+    import math
+
+    from ..aggregation import REGISTRY, minimum_clients
+
+    rules, left_out = [], {}
+    for name in REGISTRY:
+        f = 0 if name == "mean" else m
+        if minimum_clients(name, f) > n:
+            left_out[name] = f"needs n >= {minimum_clients(name, f)} for f = {f}"
+        elif name in ("mda", "smea") and math.comb(n, f) > _MAX_SUBSETS:
+            left_out[name] = f"exact search over C({n}, {f}) = {math.comb(n, f):.2g} subsets is refused"
+        else:
+            rules.append(name)
+    return rules, left_out
+
+
+def _matrix(data_root: str | None, rounds: int | None) -> list[RunConfig]:
+    from ..attacks import ATTACK_SPECS
+
+    if data_root:
+        n, m = 51, 12
+        base = RunConfig(dataset="mnist", data_root=data_root, model="mlp", num_clients=n, rounds=rounds or 300,
+                         local_steps=1, batch_size=83, lr=0.1, server_momentum=0.9)
+    else:
+        n, m = 20, 5
+        base = RunConfig(dataset="digits", model="mlp", num_clients=n, rounds=rounds or 100, local_steps=1,
+                         batch_size=16, lr=0.1, server_momentum=0.9)
+    rules, _ = matrix_rules(n, m)
+    cells = []
+    for rule in rules:
+        for attack in ("none", *sorted(ATTACK_SPECS)):
+            cells.append(replace(base, strategy=rule, f=m, attack=attack, num_malicious=0 if attack == "none" else m))
+    return cells
+
+
 def experiment(name: str, *, rounds: int | None = None, data_root: str | None = None) -> list[RunConfig]:
     """The cells of experiment ``name`` (``rounds`` overrides the paper's number of rounds)."""
     if name == "alie-mnist":
@@ -71,4 +117,6 @@ def experiment(name: str, *, rounds: int | None = None, data_root: str | None = 
         return _alie("cifar10", "cnn", rounds or 2000, data_root)
     if name == "detox":
         return _detox("mnist" if data_root else "digits", rounds or (200 if data_root else 300), data_root)
+    if name == "matrix":
+        return _matrix(data_root, rounds)
     raise ValueError(f"unknown experiment {name!r}; choose from {EXPERIMENTS}")
