@@ -263,6 +263,27 @@ def aggregate_one(strategy, api: str, specs: list[Spec], g=None, server_round: i
         GLOBAL_NAMES = saved
 
 
+def one_array_round(strategy, api: str, values: np.ndarray, server_round: int, g=None):
+    """One round of ``strategy`` with one-array replies: row i of ``values`` is node i + 1's
+    update on the global model ``g`` (default zeros), reported with 10 + i examples."""
+    g = [np.zeros(values.shape[1], np.float32)] if g is None else g
+    specs = [Spec(node=1 + i, arrays=[(g[0] + v).astype(np.float32)], names=["w"], weight=10 + i)
+             for i, v in enumerate(values)]
+    return aggregate_one(strategy, api, specs, g=g, server_round=server_round)
+
+
+def strategy_of(api: str, name: str, f: int, **kwargs):
+    """The class of rule ``name`` in ``api`` ("message" or "legacy"), with f under that
+    API's name and ``kwargs``."""
+    if api == "message":
+        from flwr_byz import strategies as S
+
+        return S.strategy_class(name)(num_malicious_nodes=f, **kwargs)
+    from flwr_byz.strategies import legacy as L
+
+    return L.strategy_class(name)(num_malicious_clients=f, **kwargs)
+
+
 class LogCapture(logging.Handler):
     """Collects the messages of Flower's logger (flwr-byz logs through it)."""
 

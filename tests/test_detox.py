@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flwr_byz.aggregation import RobustAggregator, median, multi_krum
+from flwr_byz.aggregation import RobustAggregator, multi_krum
 from flwr_byz.aggregation.detox import (
     assign_groups,
     byzantine_groups_bound,

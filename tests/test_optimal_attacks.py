@@ -68,18 +68,19 @@ def test_non_omniscient_population_keeps_the_rounds_proportions():
     assert _population(own, n=5, f=3) is own
 
 
-def test_the_client_needs_the_rule_and_reports_its_scale(tmp_path):
+@pytest.mark.parametrize("attack, rule", [("alie_optimal", "median"), ("agr_tailored", "trimmed_mean")])
+def test_the_client_needs_the_rule_and_reports_its_scale(attack, rule, tmp_path):
     from test_clients import StepClient, _global
 
     from flwr_byz.clients import Collusion, MaliciousClient
 
     coll = Collusion(range(3), StepClient, store_dir=tmp_path)
     with pytest.raises(ValueError, match="needs the server's rule"):
-        MaliciousClient(StepClient(0), "alie_optimal", collusion=coll, num_clients=9, num_malicious=3).fit(
+        MaliciousClient(StepClient(0), attack, collusion=coll, num_clients=9, num_malicious=3).fit(
             _global(), {"server-round": 1})
-    replies = [MaliciousClient(StepClient(p), "alie_optimal", collusion=coll, num_clients=9, num_malicious=3,
-                               rule="median").fit(_global(), {"server-round": 1}) for p in range(3)]
-    assert all(r[2]["attack.malicious"] == 1 and r[2]["attack.harm"] > 0 for r in replies)
+    replies = [MaliciousClient(StepClient(p), attack, collusion=coll, num_clients=9, num_malicious=3,
+                               rule=rule).fit(_global(), {"server-round": 1}) for p in range(3)]
+    assert all(r[2]["attack.malicious"] == 1 and "attack.scale" in r[2] and r[2]["attack.harm"] > 0 for r in replies)
     flat = [np.concatenate([a.ravel() for a in r[0]]) for r in replies]
     assert all(np.array_equal(flat[0], v) for v in flat[1:])  # the colluders agree
 
@@ -186,19 +187,3 @@ def test_agr_tailored_against_the_median_moves_it_farther_than_the_agnostic_min_
     assert harm > harm64(H, H.astype(np.float64).mean(axis=0).astype(np.float32), "median", f)  # beats gamma = 0
     with pytest.raises(ValueError, match="direction"):
         agr_tailored(H, rule="median", f=f, direction="up")
-
-
-def test_agr_tailored_clients_collude_on_one_update(tmp_path):
-    from test_clients import StepClient, _global
-
-    from flwr_byz.clients import Collusion, MaliciousClient
-
-    coll = Collusion(range(3), StepClient, store_dir=tmp_path)
-    with pytest.raises(ValueError, match="needs the server's rule"):
-        MaliciousClient(StepClient(0), "agr_tailored", collusion=coll, num_clients=9, num_malicious=3).fit(
-            _global(), {"server-round": 1})
-    replies = [MaliciousClient(StepClient(p), "agr_tailored", collusion=coll, num_clients=9, num_malicious=3,
-                               rule="trimmed_mean").fit(_global(), {"server-round": 1}) for p in range(3)]
-    assert all(r[2]["attack.malicious"] == 1 and "attack.scale" in r[2] for r in replies)
-    flat = [np.concatenate([a.ravel() for a in r[0]]) for r in replies]
-    assert all(np.array_equal(flat[0], v) for v in flat[1:])

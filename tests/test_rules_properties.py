@@ -18,12 +18,9 @@ from flwr_byz.aggregation import (
     RULES,
     bulyan,
     geometric_median,
-    krum,
-    median,
     minimum_clients,
     multi_krum,
     nearest_neighbor_mixing,
-    trimmed_mean,
 )
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True,

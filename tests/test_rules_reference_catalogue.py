@@ -372,23 +372,15 @@ APIS = ["message", "legacy"]
 
 
 def _round(strategy, api, values, server_round, g=None):
-    """One round with one-array replies ``values`` (rows) on a global model ``g``."""
-    from fuzz_replies import Spec, aggregate_one
+    from fuzz_replies import one_array_round
 
-    g = [np.zeros(values.shape[1], np.float32)] if g is None else g
-    specs = [Spec(node=1 + i, arrays=[(g[0] + v).astype(np.float32)], names=["w"], weight=10 + i)
-             for i, v in enumerate(values)]
-    return aggregate_one(strategy, api, specs, g=g, server_round=server_round)
+    return one_array_round(strategy, api, values, server_round, g)
 
 
 def _strategy(api, name, f, **kwargs):
-    if api == "message":
-        from flwr_byz import strategies as S
+    from fuzz_replies import strategy_of
 
-        return S.strategy_class(name)(num_malicious_nodes=f, **kwargs)
-    from flwr_byz.strategies import legacy as L
-
-    return L.strategy_class(name)(num_malicious_clients=f, **kwargs)
+    return strategy_of(api, name, f, **kwargs)
 
 
 @pytest.mark.parametrize("api", APIS)

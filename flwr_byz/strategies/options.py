@@ -28,18 +28,17 @@ def split_strategy_params(params: dict) -> tuple[dict, dict]:
     if pre:
         options["pre_aggregators"] = [PreAggregator(p["kind"], **{k: v for k, v in p.items() if k != "kind"})
                                       for p in pre]
-    crfl = params.pop("crfl", None)
-    if crfl is not None:
-        if not isinstance(crfl, dict) or set(crfl) - {"clip_norm", "noise_std", "seed"}:
-            raise ValueError(f'"crfl" must be an object with "clip_norm", "noise_std" and optionally "seed", '
-                             f"got {crfl!r}")
-        options["parameter_smoothing"] = ParameterSmoothing(**crfl)
-    reputation = params.pop("reputation", None)
-    if reputation is not None:
-        if not isinstance(reputation, dict) or set(reputation) - {"decay", "threshold", "mode"}:
-            raise ValueError(f'"reputation" must be an object with "decay", "threshold" and/or "mode", '
-                             f"got {reputation!r}")
-        options["reputation"] = Reputation(**reputation)
+    # the options given as objects: key -> (the strategy argument, the class, its fields)
+    for key, (argument, cls, fields) in {
+        "crfl": ("parameter_smoothing", ParameterSmoothing, ("clip_norm", "noise_std", "seed")),
+        "reputation": ("reputation", Reputation, ("decay", "threshold", "mode")),
+    }.items():
+        value = params.pop(key, None)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or set(value) - set(fields):
+            raise ValueError(f'"{key}" must be an object with some of {", ".join(map(repr, fields))}, got {value!r}')
+        options[argument] = cls(**value)
     for key in ("weighting", "weight_cap", "root_size"):
         if key in params:
             options[key] = params.pop(key)
