@@ -74,3 +74,14 @@ def test_caf_under_sign_flipping_on_mnist(tmp_path):
                      server_momentum=0.9, seed=0)
     # the catalogue table's columns: defense, none, alie, sign_flip
     assert rerun(tmp_path, [cell]) == pytest.approx(recorded("catalogue-table", "caf", 3), abs=TOLERANCE)
+
+
+MNIST_ALIE = dict(dataset="mnist", num_clients=51, num_malicious=12, f=12, rounds=300, local_steps=1, batch_size=83,
+                  lr=0.1, server_momentum=0.9)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_flame_under_alie_on_mnist(tmp_path):
+    cell = RunConfig(strategy="flame", attack="alie", data_root=str(DATA), seed=0, **MNIST_ALIE)
+    # the memory table's columns: defense, none, alie, alie_backdoor, backdoor, ipm, model_replacement, sign_flip
+    assert rerun(tmp_path, [cell]) == pytest.approx(recorded("memory-table", "flame", 2), abs=TOLERANCE)
