@@ -85,3 +85,10 @@ def test_flame_under_alie_on_mnist(tmp_path):
     cell = RunConfig(strategy="flame", attack="alie", data_root=str(DATA), seed=0, **MNIST_ALIE)
     # the memory table's columns: defense, none, alie, alie_backdoor, backdoor, ipm, model_replacement, sign_flip
     assert rerun(tmp_path, [cell]) == pytest.approx(recorded("memory-table", "flame", 2), abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_krum_under_alie_on_mnist_over_the_tables_seeds(tmp_path):
+    cells = [RunConfig(strategy="krum", attack="alie", data_root=str(DATA), seed=s, **MNIST_ALIE) for s in (0, 1, 2)]
+    # the ALIE table's columns: defense, none, alie, sign_flip
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-table", "krum", 2), abs=TOLERANCE)
