@@ -264,3 +264,64 @@ def test_detox_mod_makes_an_ordinary_client_app_follow_the_contract():
         msgs.append(Message(content=reply.content, metadata=md))
     out, _ = s.aggregate_train(1, msgs)
     assert out is not None and s.history[-1]["details"]["groups_won"] == 3
+
+
+def test_detox_client_makes_ordinary_numpy_clients_follow_the_contract():
+    """Legacy API: ordinary NumPyClients (data by partition, batches from torch's global
+    generator) disagree within a group; behind DetoxClient the group's members send
+    bit-identical updates for the shard the legacy Detox strategy's own configure_fit
+    assigned, and the round aggregates with every group winning its vote."""
+    import torch
+    from flwr.client import NumPyClient
+    from flwr.common import FitRes, Status, Code, ndarrays_to_parameters
+    from flwr.server.client_manager import SimpleClientManager
+
+    from flwr_byz.clients import DetoxClient
+    from flwr_byz.strategies.legacy import Detox as LegacyDetox
+
+    from fuzz_replies import Proxy
+
+    data_x = np.random.default_rng(1).normal(size=(90, 4)).astype(np.float32)
+    data_y = (data_x[:, 0] > 0).astype(np.int64)
+
+    class Ordinary(NumPyClient):
+        def __init__(self, pid, parts):
+            self.x, self.y = torch.from_numpy(data_x[pid::parts]), torch.from_numpy(data_y[pid::parts])
+
+        def fit(self, parameters, config):
+            model = torch.nn.Linear(4, 2)
+            with torch.no_grad():
+                for p, a in zip(model.parameters(), parameters):
+                    p.copy_(torch.from_numpy(a))
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for idx in torch.randperm(len(self.x)).split(8):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(self.x[idx]), self.y[idx]).backward()
+                opt.step()
+            return [p.detach().numpy().copy() for p in model.parameters()], len(self.x), {}
+
+    strategy = LegacyDetox(group_size=3, num_malicious_clients=0, a1="median", fraction_fit=1.0, min_fit_clients=9,
+                           min_available_clients=9, initial_parameters=ndarrays_to_parameters(
+                               [np.zeros((2, 4), np.float32), np.zeros(2, np.float32)]))
+    manager = SimpleClientManager()
+    for i in range(9):
+        manager.register(Proxy(str(i)))
+    params = strategy.initialize_parameters(manager)
+    instructions = strategy.configure_fit(1, params, manager)
+    from flwr.common import parameters_to_ndarrays
+
+    results, plain = [], {}
+    for proxy, ins in instructions:
+        pid = int(proxy.cid)
+        arrays, n, _ = DetoxClient(Ordinary, pid, 9).fit(parameters_to_ndarrays(ins.parameters), ins.config)
+        plain[proxy.cid] = Ordinary(pid, 9).fit(parameters_to_ndarrays(ins.parameters), ins.config)[0]
+        results.append((proxy, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), n, {})))
+    groups = strategy._groups
+    by_cid = {p.cid: parameters_to_ndarrays(r.parameters) for p, r in results}
+    for members in groups:
+        for other in members[1:]:
+            for a, b in zip(by_cid[members[0]], by_cid[other]):
+                np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(plain[groups[0][0]][0], plain[m][0]) for m in groups[0][1:])  # unwrapped: no
+    out, _ = strategy.aggregate_fit(1, results, [])
+    assert out is not None and strategy.history[-1]["details"]["groups_won"] == 3

@@ -2,6 +2,7 @@
 
 from .backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
 from .collusion import Collusion
+from .detox import DetoxClient
 from .mods import alie_mod, attack_mod, constant_mod, detox_mod, garbage_mod, sign_flip_mod, weight_inflation_mod
 from .malicious import (
     ATTACKS,
@@ -20,7 +21,7 @@ from .malicious import (
 
 __all__ = [
     "AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient",
-    "ATTACKS", "AlieClient", "Collusion", "ConstantClient", "GarbageClient", "GaussianNoiseClient",
+    "ATTACKS", "AlieClient", "Collusion", "ConstantClient", "DetoxClient", "GarbageClient", "GaussianNoiseClient",
     "IpmClient", "LabelFlipClient", "MaliciousClient", "MinMaxClient", "MinSumClient", "SignFlipClient",
     "WeightInflationClient", "alie_mod", "attack_mod", "constant_mod", "detox_mod", "garbage_mod", "sign_flip_mod",
     "weight_inflation_mod",

@@ -146,14 +146,9 @@ def detox_mod(msg: Message, context: Context, call_next: Callable) -> Message:
     config = next(iter(msg.content.config_records.values()), {})
     if "detox-shard" not in config:
         return call_next(msg, context)
-    import random
+    from .detox import seed_generators
 
-    import torch
-
-    seed = int(config.get("detox-seed", 0))
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    seed_generators(int(config.get("detox-seed", 0)))
     node_config = {**dict(context.node_config), "partition-id": int(config["detox-shard"]),
                    "num-partitions": int(config.get("detox-num-shards", 1))}
     shard_context = Context(run_id=context.run_id, node_id=context.node_id, node_config=node_config,
