@@ -422,3 +422,17 @@ def test_root_size_belongs_to_fltrust():
     assert options["reputation"].decay == 0.8
     with pytest.raises(ValueError, match="reputation"):
         split_strategy_params({"reputation": {"forget": 1}})
+
+
+def test_the_round_log_names_the_selected_partitions():
+    """Node ids say nothing about data: the INFO line also gives the partitions the selected
+    clients reported (simulation), when every one of them reported it."""
+    from fuzz_replies import LogCapture
+
+    s = _strategy("message", "multi_krum", 1, num_nodes_to_select=3)
+    V = updates(2, 6, 4, offset=0.1)
+    with LogCapture() as logs:
+        _round(s, "message", V, 1)
+    line = next(l for l in logs.lines if "aggregated" in l)
+    # fuzz_replies' node k reports partition-id k
+    assert f"(partitions {sorted(int(c) for c in s.history[-1]['selected'])})" in line

@@ -275,9 +275,15 @@ class RobustRound:
             metrics["byz.selected"] = len(entry["selected"])
         metrics["byz.aggregation-time"] = elapsed
         self.history.append(entry)
+        selected = ""
+        if entry["selected"] is not None:
+            selected = f"; selected clients {entry['selected']}"
+            # the partitions they reported (simulation), so a reader can tell which data was kept
+            pids = [(extra or {}).get(c, {}).get("partition-id") for c in kept if str(c) in set(entry["selected"])]
+            if pids and all(p is not None for p in pids):
+                selected += f" (partitions {sorted(pids)})"
         log(INFO, "[flwr-byz] round %s: %s aggregated %d of %d replies in %.3f s%s", server_round,
-            self.aggregator.rule, len(kept), len(replies), elapsed,
-            f"; selected clients {entry['selected']}" if entry["selected"] is not None else "")
+            self.aggregator.rule, len(kept), len(replies), elapsed, selected)
         return new_arrays, metrics, kept
 
     def _histories(self, X: np.ndarray, kept: list):
