@@ -24,6 +24,21 @@ from flwr_byz.simulations.config import RunConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tables were made with ``OMP_NUM_THREADS=1`` (their commands in docs/RESULTS.md);
+    under ALIE a run is chaotic, and another BLAS / torch thread count sums in another
+    order and takes another path after some rounds, so the check runs as they ran."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FLWR_BYZ_DATA", ROOT.parent / "shared" / "data"))
 TOLERANCE = 0.005
