@@ -436,3 +436,25 @@ def test_the_round_log_names_the_selected_partitions():
     line = next(l for l in logs.lines if "aggregated" in l)
     # fuzz_replies' node k reports partition-id k
     assert f"(partitions {sorted(int(c) for c in s.history[-1]['selected'])})" in line
+
+
+def test_detox_refuses_an_a1_that_needs_client_or_server_inputs():
+    """A1 sees only the groups' winners: FLTrust (the server's update) and FoolsGold (each
+    client's history) cannot run there, and say so at construction instead of skipping
+    every round."""
+    from flwr_byz import strategies as S
+    from flwr_byz.aggregation.detox import DetoxAggregator
+
+    for a1 in ("fltrust", "foolsgold"):
+        with pytest.raises(ValueError, match=f"DETOX cannot run {a1} as A1"):
+            S.Detox(group_size=3, a1=a1)
+    assert DetoxAggregator(group_size=3, a1="flame").options["a1"] == "flame"  # its global model is optional
+
+
+
+def test_the_cli_refuses_detox_with_such_an_a1_before_running(capsys):
+    from flwr_byz.simulations.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--strategies", "detox-fltrust", "--attacks", "none", "--no-progress"])
+    assert exc.value.code == 2 and "DETOX cannot run fltrust as A1" in capsys.readouterr().err

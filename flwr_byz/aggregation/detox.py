@@ -197,7 +197,13 @@ class DetoxAggregator:
                  a0: str | None = None, a0_subsets: int | None = None, tolerance: float | None = None, pre=()):
         if group_size < 1 or group_size % 2 == 0:
             raise ValueError(f"DETOX group size must be odd and >= 1, got {group_size}")
-        a1 = resolve_rule(a1).name  # an unknown A1 fails here, not every round
+        spec = resolve_rule(a1)  # an unknown A1 fails here, not every round
+        a1 = spec.name
+        # A1 runs on the groups' winners: no per-client history and no server update reach it
+        missing = [k for k in spec.round_inputs if k in spec.required_inputs or k == "client_history"]
+        if missing:
+            raise ValueError(f"DETOX cannot run {a1} as A1: it needs {', '.join(missing)} per client or from the "
+                             f"server, and A1 sees only the groups' winning updates")
         self.rule = f"detox+{a1}"
         self.group_size, self.f, self.pre = int(group_size), int(f), list(pre)
         self.options = dict(a1=a1, a1_params=a1_params, a0=a0, a0_subsets=a0_subsets, tolerance=tolerance)

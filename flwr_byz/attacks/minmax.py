@@ -263,7 +263,7 @@ def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, dire
     mean in the simulated round at that gamma.
     """
     from ..aggregation import RobustAggregator
-    from .optimal import _population
+    from .optimal import _population, simulated_round
 
     X = _common.as_known_updates(known_updates, "known_updates")
     f = _common.check_int("f", f, minimum=1)
@@ -276,12 +276,7 @@ def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, dire
     malicious = set(range(H.shape[0], H.shape[0] + f))
 
     def run(gamma: float):
-        rows = np.vstack([H, np.tile(geo.update(gamma), (f, 1))]).astype(X.dtype)
-        try:
-            out, report = aggregate(rows)
-        except ValueError:  # a bound the simulated round cannot meet: no information
-            return None, None
-        return float(np.linalg.norm(out.astype(np.float64) - target)), report
+        return simulated_round(aggregate, H, geo.update(gamma), f, target)
 
     base, _ = run(0.0)
     state = {"harm": -np.inf if base is None else base}

@@ -70,6 +70,19 @@ def line_search(objective, *, start: float, delta: float, evals: int, ratio: flo
     return best_s, best_y
 
 
+def simulated_round(aggregate, H: np.ndarray, byz: np.ndarray, f: int, target: np.ndarray):
+    """``(harm, report)`` of the attacker's simulated round: ``aggregate`` (a
+    ``RobustAggregator``) on the honest rows H plus f copies of ``byz``; harm is the distance
+    of its output from ``target`` (the honest mean). ``(None, None)`` when the rule refuses
+    the round (a bound it cannot meet: no information)."""
+    rows = np.vstack([H, np.tile(byz, (f, 1))]).astype(H.dtype)
+    try:
+        out, report = aggregate(rows)
+    except ValueError:
+        return None, None
+    return float(np.linalg.norm(out.astype(np.float64) - target)), report
+
+
 def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_params, pre, evals, start, delta,
             ratio):
     from ..aggregation import RobustAggregator
@@ -87,13 +100,8 @@ def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_param
     aggregate = RobustAggregator(rule, f=0 if rule == "mean" else f, pre=list(pre or ()), **dict(rule_params or {}))
 
     def harm(s: float) -> float:
-        byz = make(X, s)
-        rows = np.vstack([H, np.tile(byz, (f, 1))]).astype(X.dtype)
-        try:
-            out, _ = aggregate(rows)
-        except ValueError:  # e.g. a bound the simulated round cannot meet: no information
-            return -np.inf
-        return float(np.linalg.norm(out.astype(np.float64) - target))
+        y, _ = simulated_round(aggregate, H, make(X, s), f, target)
+        return -np.inf if y is None else y
 
     s, y = line_search(harm, start=float(start), delta=float(delta), evals=evals, ratio=ratio)
     return make(X, s), s, y

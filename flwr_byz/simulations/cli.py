@@ -77,6 +77,14 @@ def _check_grid(strategies, attacks, num_clients, num_malicious, base: dict) -> 
         if unknown:
             usage_error(f"--strategy-params: {s} has no parameter(s) {unknown}; its parameters: "
                         f"{', '.join(f'{k}={v!r}' for k, v in REGISTRY[s].params.items()) or 'none'}")
+    from ..aggregation.detox import DetoxAggregator
+
+    for s in strategies:
+        if s.startswith("detox-"):
+            try:
+                DetoxAggregator(group_size=r, a1=s.removeprefix("detox-"))  # an A1 DETOX cannot feed
+            except ValueError as err:
+                usage_error(f"{s}: {err}")
     for n in num_clients:
         if n < 1:
             usage_error(f"--num-clients must be >= 1, got {n}")

@@ -234,21 +234,21 @@ def detection(entry: dict, malicious: set[int]) -> dict:
     if not entry or "clients" not in entry:
         return {}
     pid = {c: int(v["partition-id"]) for c, v in entry["clients"].items() if "partition-id" in v}
+    excluded = [c for c in entry.get("excluded", []) if c in pid]
     out: dict = {}
     scores = entry.get("reputation")
     if scores:
         bad_scores = [s for c, s in scores.items() if c in pid and pid[c] in malicious]
         good_scores = [s for c, s in scores.items() if c in pid and pid[c] not in malicious]
-        excluded = [pid[c] for c in entry.get("excluded", []) if c in pid]
         out.update({"reputation_malicious": float(np.mean(bad_scores)) if bad_scores else None,
                     "reputation_honest": float(np.mean(good_scores)) if good_scores else None,
-                    "excluded_malicious": sum(p in malicious for p in excluded),
-                    "excluded_honest": sum(p not in malicious for p in excluded)})
+                    "excluded_malicious": sum(pid[c] in malicious for c in excluded),
+                    "excluded_honest": sum(pid[c] not in malicious for c in excluded)})
     if entry.get("selected") is None:
         return out
-    excluded = [c for c in entry.get("excluded", []) if c in pid]
     judged = [c for c in entry["kept"] if c in pid] + excluded
-    flagged = {pid[c] for c in judged if c not in set(entry["selected"])}
+    selected = set(entry["selected"])
+    flagged = {pid[c] for c in judged if c not in selected}
     bad = {pid[c] for c in judged if pid[c] in malicious}
     hit = len(flagged & bad)
     return {**out, "detection_precision": hit / len(flagged) if flagged else 1.0,

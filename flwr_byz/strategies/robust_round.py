@@ -279,7 +279,8 @@ class RobustRound:
         if entry["selected"] is not None:
             selected = f"; selected clients {entry['selected']}"
             # the partitions they reported (simulation), so a reader can tell which data was kept
-            pids = [(extra or {}).get(c, {}).get("partition-id") for c in kept if str(c) in set(entry["selected"])]
+            chosen = set(entry["selected"])
+            pids = [(extra or {}).get(c, {}).get("partition-id") for c in kept if str(c) in chosen]
             if pids and all(p is not None for p in pids):
                 selected += f" (partitions {sorted(pids)})"
         log(INFO, "[flwr-byz] round %s: %s aggregated %d of %d replies in %.3f s%s", server_round,
