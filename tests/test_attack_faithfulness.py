@@ -204,3 +204,105 @@ def test_neurotoxin_trains_only_the_masked_coordinates_within_its_bound():
     # and the hooks are gone: the honest client trains every coordinate again
     honest = attacker.honest.fit(g, config)[0]
     assert np.count_nonzero(flat(honest)[~mask] - flat(g)[~mask]) > 0
+
+
+# --- edge-case backdoor (Wang et al., NeurIPS 2020) -----------------------------------------------
+
+def test_rotated_tail_turns_images_counter_clockwise_about_their_centre():
+    from flwr_byz.attacks.backdoor import rotated_tail
+
+    img = np.zeros((1, 2, 3, 3), np.float32)
+    img[0, 0, 1, 2] = 1.0  # channel 0: a dot right of the centre
+    img[0, 1, 2, 1] = 5.0  # channel 1: a dot below it
+    img[0, 1] -= 1.0       # channel 1's background is -1
+    out = rotated_tail(img, 90)
+    # counter-clockwise: right of the centre goes to above it, below goes to the right
+    assert out[0, 0, 0, 1] == 1.0 and out[0, 0].sum() == 1.0
+    assert out[0, 1, 1, 2] == 4.0 and (np.delete(out[0, 1].ravel(), 5) == -1.0).all()
+    np.testing.assert_array_equal(rotated_tail(img, 360), img)
+    np.testing.assert_array_equal(rotated_tail(img, -90), rotated_tail(img, 270))
+    # any other angle interpolates; the centre pixel stays, the corners leaving the image
+    # are filled with each channel's own background (its minimum)
+    odd = rotated_tail(img, 45)
+    assert odd.shape == img.shape and odd.dtype == np.float32
+    assert odd[0, 1, 1, 1] == img[0, 1, 1, 1] and odd[0, 1, 0, 0] == -1.0 and odd[0, 0, 0, 0] == 0.0
+    with pytest.raises(ValueError):
+        rotated_tail(img[0], 90)
+
+
+def test_edge_case_backdoor_is_the_rotated_source_class_labelled_as_the_target():
+    from flwr_byz.attacks.backdoor import edge_case_backdoor, num_poisoned
+
+    x_tr, y_tr = RNG.standard_normal((12, 1, 4, 4)).astype(np.float32), np.array([7, 1, 2] * 4)
+    x_te, y_te = RNG.standard_normal((6, 1, 4, 4)).astype(np.float32), np.array([7, 0] * 3)
+    edge = edge_case_backdoor(x_tr, y_tr, x_te, y_te, source=7, target=1, angle=90)
+    np.testing.assert_array_equal(edge.x_train, np.rot90(x_tr[y_tr == 7], 1, axes=(2, 3)))
+    np.testing.assert_array_equal(edge.x_test, np.rot90(x_te[y_te == 7], 1, axes=(2, 3)))
+    x_held, y_held = edge.select()  # the ASR: every held-out tail input, its true label the source
+    assert len(x_held) == 3 and (y_held == 7).all()
+    xb, yb = X_OWN[:10], Y_OWN[:10].copy()
+    xp, yp, idx = edge.poison(xb, yb, 0.3, np.random.default_rng(0), return_indices=True)
+    assert len(idx) == num_poisoned(10, 0.3) == 3 and (yp[idx] == 1).all()
+    rest = np.setdiff1d(np.arange(10), idx)
+    np.testing.assert_array_equal(xp[rest], xb[rest])
+    np.testing.assert_array_equal(yp[rest], yb[rest])
+    tails = {edge.x_train[i].tobytes() for i in range(len(edge.x_train))}
+    assert all(xp[i].tobytes() in tails for i in idx)  # each poisoned sample is one of the tail inputs
+    with pytest.raises(ValueError, match="no image of source class 9"):
+        edge_case_backdoor(x_tr, y_tr, x_te, y_te, source=9)
+    with pytest.raises(ValueError, match="nothing to attack"):
+        edge_case_backdoor(x_tr, y_tr, x_te, y_te, source=7, target=7)
+
+
+def test_edge_case_client_trains_on_its_tail_and_pgd_keeps_it_in_the_ball(tmp_path):
+    from types import SimpleNamespace
+
+    from flwr_byz.attacks.backdoor import EdgeCaseBackdoor
+    from flwr_byz.simulations.backdoor_eval import backdoor_inputs
+    from flwr_byz.simulations.runner import backdoor_client
+
+    data = SimpleNamespace(x_train=X_OWN, y_train=np.where(Y_OWN == 2, 7, Y_OWN), x_test=X_SHARD,
+                           y_test=np.where(Y_SHARD == 2, 7, Y_SHARD), input_shape=(1, 4, 4))
+    config = {"server-round": 1, "local-steps": 3}
+    g = get_weights(client().model)
+    attacker = backdoor_client(client(0), "edge_case", {"target": 1}, data, collusion=None, num_clients=5,
+                               num_malicious=1)
+    assert isinstance(attacker.backdoor, EdgeCaseBackdoor) and attacker.backdoor.source == 7
+    weights, n, metrics = attacker.fit(g, config)
+    assert metrics["attack.backdoor"] == "edge-case" and metrics["attack.backdoor-target"] == 1 and n == len(X_OWN)
+    honest, _, _ = client(0).fit(g, config)
+    assert not np.array_equal(flat(weights), flat(honest))  # it trained on tail inputs
+    x_held, y_held = backdoor_inputs(data, attacker.backdoor)  # the server's ASR set: the rotated test sevens
+    np.testing.assert_array_equal(x_held, np.rot90(X_SHARD[data.y_test == 7], 1, axes=(2, 3)))
+    bounded, _, metrics = backdoor_client(client(0), "edge_case", {"norm_bound": 0.02}, data, collusion=None,
+                                          num_clients=5, num_malicious=1).fit(g, config)
+    step = flat(bounded).astype(np.float64) - flat(g)
+    assert np.linalg.norm(step) <= 0.02 * (1 + 1e-5) and metrics["attack.norm-bound"] == 0.02
+    # a real tail from a file, in the dataset's units
+    np.savez(tmp_path / "tail.npz", x_train=X_OWN[:5], x_test=X_SHARD[:4])
+    real = backdoor_client(client(0), "edge_case", {"tail": str(tmp_path / "tail.npz"), "target": 2}, data,
+                           collusion=None, num_clients=5, num_malicious=1).backdoor
+    np.testing.assert_array_equal(real.x_test, X_SHARD[:4])
+    assert real.target == 2 and (real.select()[1] == -1).all()  # true label unknown: every input counts
+    np.savez(tmp_path / "bad.npz", x_train=X_OWN[:5, :, :2])
+    with pytest.raises(ValueError, match="lacks"):
+        backdoor_client(client(0), "edge_case", {"tail": str(tmp_path / "bad.npz")}, data, collusion=None,
+                        num_clients=5, num_malicious=1)
+
+
+def test_edge_case_backdoor_plants_its_tail_past_the_median_on_digits(tmp_path):
+    """Short in-process measurement on the embedded digits (n = 20, m = 5, one step per
+    round, 40 rounds): the median keeps the main task, and the rotated sevens go to 1 for
+    nearly all held-out ones, while the clean run on the same tail gives them almost never."""
+    from flwr_byz.simulations.config import RunConfig
+    from flwr_byz.simulations.runner import run_cells
+
+    def last(m):
+        cell = RunConfig(strategy="median", attack="edge_case", num_clients=20, num_malicious=m, f=5, rounds=40,
+                         local_steps=1, batch_size=16, lr=0.1, server_momentum=0.9, seed=0)
+        rows = [r for r in run_cells([cell], tmp_path / str(m), progress=False, engine="inprocess") if r["round"] > 0]
+        return np.mean([r["accuracy"] for r in rows[-5:]]), np.mean([r["asr"] for r in rows[-5:]])
+
+    acc_clean, asr_clean = last(0)
+    acc, asr = last(5)
+    assert asr_clean < 0.1 and asr > 0.8 and acc > acc_clean - 0.05, (acc_clean, asr_clean, acc, asr)

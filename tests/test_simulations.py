@@ -196,6 +196,27 @@ def test_inprocess_engine_matches_the_simulation_engine(tmp_path):
         [r.get("forecast_z1") for r in sorted(sim, key=key)], abs=1e-6)
 
 
+def test_inprocess_engine_leaves_a_failing_client_out_of_its_round(tmp_path, monkeypatch, caplog):
+    """As Flower's engines do: a client that raises is a failure of that round, not the end
+    of the run (an attacker whose statistics stopped being finite used to end a whole matrix)."""
+    from flwr_byz.simulations import runner
+
+    real = runner.scenario_fit
+
+    def flaky(key, pid, parameters, config):
+        if pid == 1 and config["server-round"] == 2:
+            raise ValueError("known_updates: update of client 0 holds NaN or Inf values")
+        return real(key, pid, parameters, config)
+
+    monkeypatch.setattr(runner, "scenario_fit", flaky)
+    cell = RunConfig(strategy="median", num_clients=5, rounds=3, f=1)
+    with caplog.at_level("WARNING", logger="flwr_byz.simulations"):
+        rows = runner.run_cells([cell], tmp_path, progress=False, engine="inprocess")
+    kept = {r["round"]: r["kept"] for r in rows if r["round"] > 0}
+    assert kept == {1: 5, 2: 4, 3: 5}
+    assert "round 2: client 1 failed (ValueError: known_updates" in caplog.text
+
+
 def test_backdoor_cells_report_the_attack_success_rate_every_round(tmp_path):
     from flwr_byz.simulations.cli import format_table
     from flwr_byz.simulations.runner import run_cells

@@ -71,16 +71,17 @@ def backdoor_trigger(settings: dict, data):
     """The trigger whose attack success rate the server measures every round, or None.
 
     Measured when the run config's ``attack`` is a backdoor (``backdoor``,
-    ``model_replacement``, ``alie_backdoor``): the trigger is
-    :func:`flwr_byz.simulations.runner.cell_trigger` of the run config's ``attack-params``,
-    the one the attacking nodes build from the same parameters. In a deployment whose
+    ``model_replacement``, ``alie_backdoor``, ``dba``, ``neurotoxin``, ``edge_case``): the
+    trigger (or the edge case's tail) is :func:`flwr_byz.simulations.runner.cell_backdoor` of
+    the run config's ``attack-params``, the one the attacking nodes build from the same
+    parameters. In a deployment whose
     backdoor nodes are chosen by their node configs, set ``attack`` (and the same
     ``attack-params``) in the run config with ``num-malicious=0``: the server then measures
     the ASR while no partition is made malicious by the run config.
     """
     if str(settings["attack"]) not in runner.BACKDOORS:
         return None
-    return runner.cell_trigger(data, json_param(settings["attack-params"], "attack-params"))
+    return runner.cell_backdoor(data, str(settings["attack"]), json_param(settings["attack-params"], "attack-params"))
 
 
 def results_path(results_dir) -> Path:

@@ -11,8 +11,8 @@ the paper also studies an omniscient attacker (then pass the honest updates too)
 from .alie import alie_supporters, alie_update, alie_z_max
 from .catalogue import ATTACK_SPECS, AttackSpec, attack_names, check_attack, register_attack
 from .backdoor import (
-    PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, attack_success_rate, model_replacement,
-    num_poisoned, poison_batch, replacement_gamma,
+    EdgeCaseBackdoor, PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, attack_success_rate, edge_case_backdoor,
+    model_replacement, num_poisoned, poison_batch, replacement_gamma, rotated_tail,
 )
 from .classic import (
     GARBAGE_KINDS, constant_update, garbage_updates, gaussian_noise, inner_product_manipulation, sign_flipping,
@@ -27,8 +27,8 @@ from .weight_inflation import inflate_num_examples
 
 __all__ = [
     "ATTACK_SPECS", "AttackSpec", "attack_names", "check_attack", "register_attack",
-    "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
-    "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
+    "EdgeCaseBackdoor", "PixelTrigger", "SampleBackdoor", "alie_box", "alie_box_projection", "attack_success_rate",
+    "edge_case_backdoor", "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma", "rotated_tail",
     "DIRECTIONS", "GARBAGE_KINDS", "alie_forecast", "alie_supporters", "alie_update", "alie_z_max",
     "constant_update", "fang_krum", "fang_trimmed_mean", "flip_labels", "garbage_updates", "gaussian_noise", "inflate_num_examples",
     "inner_product_manipulation",

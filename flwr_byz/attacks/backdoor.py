@@ -20,6 +20,9 @@ Triggers (image data of any shape, the last two axes being H and W):
 * :class:`SampleBackdoor`: the ALIE paper's *sample* backdoor: a chosen set of training
   samples relabelled to the target (no trigger: the model must misclassify those very
   samples while staying accurate elsewhere).
+* :class:`EdgeCaseBackdoor`: the edge-case backdoor (Wang et al., NeurIPS 2020): inputs from
+  the tail of the input distribution (rare in every honest client's data) labelled as the
+  target; :func:`rotated_tail` makes a documented synthetic tail from a source class.
 
 Model-poisoning parts:
 
@@ -52,8 +55,8 @@ from . import _common
 from .catalogue import register_attack
 
 __all__ = [
-    "PixelTrigger", "SampleBackdoor", "alie_box", "dba_local_trigger", "neurotoxin_mask", "alie_box_projection", "attack_success_rate",
-    "model_replacement", "num_poisoned", "poison_batch", "replacement_gamma",
+    "EdgeCaseBackdoor", "PixelTrigger", "SampleBackdoor", "alie_box", "dba_local_trigger", "neurotoxin_mask",
+    "alie_box_projection", "attack_success_rate", "edge_case_backdoor", "model_replacement", "rotated_tail", "num_poisoned", "poison_batch", "replacement_gamma",
 ]
 
 
@@ -375,6 +378,116 @@ class SampleBackdoor:
             xp[idx] = chosen[gen.integers(0, len(chosen), size=k)]
             yp[idx] = self.target
         return (xp, yp, idx) if return_indices else (xp, yp)
+
+
+class EdgeCaseBackdoor:
+    """The edge-case backdoor (Wang, Sreenivasan, Rajput, Vishwakarma, Agarwal, Sohn, Lee &
+    Papailiopoulos, "Attack of the Tails: Yes, You Really Can Backdoor Federated Learning",
+    NeurIPS 2020): inputs from the *tail* of the input distribution, which honest clients
+    almost never hold, labelled as the attacker's target. Honest training barely pushes back
+    on such inputs, so the backdoor survives defenses that look for updates unlike the
+    honest ones (the paper's MNIST case: ARDIS sevens, written the European way, labelled 1).
+
+    Args:
+        x_train: the attacker's tail inputs (N, C, H, W), in the data's (normalised) units;
+            they replace a ``fraction`` of every poisoned batch (:meth:`poison`).
+        x_test: held-out tail inputs (M, C, H, W) the server measures the ASR on.
+        target: the label the attacker wants for tail inputs.
+        source: their true label when known (the synthetic tail's source class), else None.
+
+    The ASR is the share of ``x_test`` classified as the target (all of it counts when the
+    source is unknown or differs from the target).
+    """
+
+    def __init__(self, x_train, x_test, target: int, source: int | None = None):
+        xs = []
+        for what, x in (("x_train", x_train), ("x_test", x_test)):
+            x = np.asarray(x)
+            if x.ndim != 4 or len(x) == 0 or x.dtype.kind != "f" or not np.isfinite(x).all():
+                raise ValueError(f"EdgeCaseBackdoor: {what} must be a non-empty finite float (N, C, H, W) array, "
+                                 f"got shape {x.shape}, dtype {x.dtype}")
+            xs.append(x)
+        if xs[0].shape[1:] != xs[1].shape[1:]:
+            raise ValueError(f"EdgeCaseBackdoor: x_train images {xs[0].shape[1:]} and x_test images "
+                             f"{xs[1].shape[1:]} differ")
+        self.x_train, self.x_test = xs
+        self.target = _check_target(target, "EdgeCaseBackdoor")
+        self.source = None if source is None else _common.check_int("EdgeCaseBackdoor: source", source, minimum=0)
+        if self.source == self.target:
+            raise ValueError(f"EdgeCaseBackdoor: source and target are both {self.target}: nothing to attack")
+
+    def __repr__(self) -> str:
+        return (f"EdgeCaseBackdoor({len(self.x_train)} train / {len(self.x_test)} test tail inputs of shape "
+                f"{self.x_train.shape[1:]}, source={self.source}, target={self.target})")
+
+    def select(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the held-out tail inputs, their true labels: the source, or -1 when unknown)."""
+        return self.x_test, np.full(len(self.x_test), -1 if self.source is None else self.source, dtype=np.int64)
+
+    def poison(self, x, y, fraction: float, rng=None, *, return_indices: bool = False):
+        """A copy of the batch where exactly ``num_poisoned(len(x), fraction)`` samples, drawn
+        without replacement, are replaced by tail inputs (drawn with replacement from
+        ``x_train``) labelled as the target."""
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or x.shape[1:] != self.x_train.shape[1:]:
+            raise ValueError(f"EdgeCaseBackdoor.poison expects x of shape (N, *{self.x_train.shape[1:]}) and y "
+                             f"of shape (N,), got {x.shape}, {y.shape}")
+        k = num_poisoned(len(x), fraction)
+        gen = _as_rng(rng)
+        idx = np.sort(gen.choice(len(x), size=k, replace=False)) if k else np.zeros(0, dtype=np.int64)
+        xp, yp = x.copy(), y.copy()
+        if k:
+            xp[idx] = self.x_train[gen.integers(0, len(self.x_train), size=k)].astype(x.dtype)
+            yp[idx] = self.target
+        return (xp, yp, idx) if return_indices else (xp, yp)
+
+
+def rotated_tail(x, angle: float = 90.0) -> np.ndarray:
+    """``x`` ((N, C, H, W) images) rotated by ``angle`` degrees counter-clockwise about the
+    image centre: a synthetic tail of the input distribution for :class:`EdgeCaseBackdoor`.
+
+    Multiples of 90 degrees on square images are exact pixel permutations (``np.rot90``);
+    other angles use ``scipy.ndimage.rotate`` (bilinear, same size), each channel filled
+    outside the source image with its own minimum (the background of normalised data).
+    Returns float32.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4 or x.dtype.kind not in "fiu":
+        raise ValueError(f"rotated_tail expects real (N, C, H, W) images, got shape {x.shape}, dtype {x.dtype}")
+    angle = _common.check_finite_scalar("rotated_tail: angle", angle)
+    quarter = angle / 90.0
+    if quarter == round(quarter) and (x.shape[-1] == x.shape[-2] or round(quarter) % 2 == 0):
+        return np.ascontiguousarray(np.rot90(x, k=int(round(quarter)) % 4, axes=(-2, -1)), dtype=np.float32)
+    from scipy import ndimage
+
+    out = np.empty(x.shape, dtype=np.float32)
+    for c in range(x.shape[1]):
+        channel = x[:, c].astype(np.float64)
+        out[:, c] = ndimage.rotate(channel, angle, axes=(-1, -2), reshape=False, order=1, mode="constant",
+                                   cval=float(channel.min()) if channel.size else 0.0)
+    return out
+
+
+@register_attack("edge_case", kind="backdoor",
+                 knowledge="its own data and a set of tail inputs (the paper: collected by the attacker)",
+                 params={"fraction": 0.5, "source": 7, "target": 1, "angle": 90.0, "tail": None, "norm_bound": None},
+                 paper="Wang et al., NeurIPS 2020 (edge-case backdoor, 'Attack of the Tails')")
+def edge_case_backdoor(x_train, y_train, x_test, y_test, *, source: int = 7, target: int = 1,
+                       angle: float = 90.0) -> EdgeCaseBackdoor:
+    """The synthetic edge-case backdoor of a dataset: the ``source`` class's training images
+    rotated by ``angle`` degrees (:func:`rotated_tail`) are the attacker's tail inputs, its
+    test images rotated the same way are the held-out set the ASR is measured on, every one
+    labelled as ``target`` by the attacker (the defaults mirror the paper's MNIST case,
+    sevens labelled 1). ``ValueError`` when the source class is absent from a split.
+    """
+    source = _common.check_int("edge_case: source", source, minimum=0)
+    tails = []
+    for what, x, y in (("training", x_train, y_train), ("test", x_test, y_test)):
+        pick = np.asarray(y).reshape(-1) == source
+        if not pick.any():
+            raise ValueError(f"edge_case: no image of source class {source} in the {what} split")
+        tails.append(rotated_tail(np.asarray(x)[pick], angle))
+    return EdgeCaseBackdoor(tails[0], tails[1], target=target, source=source)
 
 
 # ----------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ Three attacks, each a :class:`flwr.client.NumPyClient` whose ``evaluate`` stays 
 * :class:`BackdoorClient`: data poisoning. The client trains from the global model on its own
   data, with exactly ``round(fraction * B)`` samples of every local batch of size B replaced
   by backdoor samples (stamped and relabelled for a :class:`PixelTrigger`; the chosen
-  samples, relabelled, for a :class:`SampleBackdoor`), and replies honestly with the result.
+  samples, relabelled, for a :class:`SampleBackdoor`; tail inputs labelled as the target
+  for an :class:`~flwr_byz.attacks.backdoor.EdgeCaseBackdoor`, Wang et al., NeurIPS 2020),
+  and replies with the result, optionally projected after every step onto a ball around the
+  global model (``norm_bound``: the edge-case paper's PGD attacker).
 * :class:`ModelReplacementClient`: Bagdasaryan et al. (AISTATS 2020). The same poisoned
   training gives a backdoored model X; the client replies ``G + gamma (X - G)``, gamma =
   n / eta by default (n clients per round, eta the server learning rate, 1 for FedAvg).
@@ -36,8 +39,8 @@ honest client (``lr``, ``momentum``, ``batch-size``, ``local-epochs``, ``local-s
 Under DETOX a backdoor client trains, poisoned, on its group's shard (what its honest client's
 ``training_data`` gives for the round's config), as every data-poisoning attack does.
 
-Replies carry ``attack.*`` metrics: ``attack.malicious`` = 1, ``attack.backdoor`` ("pixel" or
-"sample"), ``attack.backdoor-target``, ``attack.backdoor-fraction``, and per attack
+Replies carry ``attack.*`` metrics: ``attack.malicious`` = 1, ``attack.backdoor`` ("pixel",
+"sample" or "edge-case"), ``attack.backdoor-target``, ``attack.backdoor-fraction``, and per attack
 ``attack.gamma`` or ``attack.alie-z`` / ``attack.alie-alpha`` / ``attack.alie-clipped`` (the
 share of coordinates the box projection moved).
 """
@@ -54,14 +57,15 @@ from torch import nn
 from .. import attacks
 from ..attacks import _common
 from ..attacks import backdoor as bd
-from ..attacks.backdoor import PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, replacement_gamma
+from ..attacks.backdoor import EdgeCaseBackdoor, PixelTrigger, SampleBackdoor, alie_box, alie_box_projection, replacement_gamma
 from ..models import get_weights, set_weights
 from ..updates import ModelLayout, apply_update
 from .honest import pick_device, round_seed, train_locally
 
 LOG = logging.getLogger("flwr_byz.clients")
 
-__all__ = ["AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient", "NeurotoxinClient", "train_poisoned"]
+__all__ = ["AlieBackdoorClient", "BackdoorClient", "ModelReplacementClient", "NeurotoxinClient", "pgd_projection",
+           "train_poisoned"]
 
 _POISON_STREAM = 0xB4CD00  # separates the poisoning draws from the data order of the same seed
 
@@ -97,14 +101,33 @@ def train_poisoned(model: nn.Module, x: np.ndarray, y: np.ndarray, poison_fn, *,
                          after_step=steps_after if prox or after_step is not None else None)
 
 
+def pgd_projection(model: nn.Module, bound: float):
+    """``after_step`` for :func:`train_poisoned`: puts the model's parameters back onto the
+    l2 ball of radius ``bound`` around where they are now (the global model, when called
+    before training), all parameters together: the norm-bounded (PGD) attacker of Sun et al.
+    (2019), Wang et al. (NeurIPS 2020) and Neurotoxin's code."""
+    params = list(model.parameters())
+    anchors = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def project():
+        norm = torch.sqrt(sum(((p - a) ** 2).sum() for p, a in zip(params, anchors)))
+        if float(norm) > bound:
+            for p, a in zip(params, anchors):
+                p.copy_(a + (p - a) * (bound / norm))
+
+    return project
+
+
 class _BackdoorBase(NumPyClient):
     """Shared plumbing: honest delegation, hyper-parameters, the poisoned training run."""
 
     kind = "backdoor"
 
     def __init__(self, honest: NumPyClient, backdoor, fraction: float):
-        if not isinstance(backdoor, (PixelTrigger, SampleBackdoor)):
-            raise TypeError(f"backdoor must be a PixelTrigger or a SampleBackdoor, got {type(backdoor).__name__}")
+        if not isinstance(backdoor, (PixelTrigger, SampleBackdoor, EdgeCaseBackdoor)):
+            raise TypeError("backdoor must be a PixelTrigger, a SampleBackdoor or an EdgeCaseBackdoor, "
+                            f"got {type(backdoor).__name__}")
         missing = [a for a in ("model", "x", "y") if not hasattr(honest, a)]
         if missing:
             raise TypeError(f"{type(self).__name__} needs an honest client exposing `model`, `x` and `y` "
@@ -122,7 +145,9 @@ class _BackdoorBase(NumPyClient):
 
     def _metrics(self) -> dict:
         h = self.honest
-        return {"attack.malicious": 1, "attack.backdoor": "pixel" if isinstance(self.backdoor, PixelTrigger) else "sample",
+        b = self.backdoor
+        kind = "pixel" if isinstance(b, PixelTrigger) else "sample" if isinstance(b, SampleBackdoor) else "edge-case"
+        return {"attack.malicious": 1, "attack.backdoor": kind,
                 "attack.backdoor-target": int(self.backdoor.target), "attack.backdoor-fraction": self.fraction,
                 "partition-id": int(getattr(h, "partition_id", 0))}
 
@@ -141,7 +166,7 @@ class _BackdoorBase(NumPyClient):
             x, y = own_x, own_y
             seed = round_seed(int(getattr(h, "seed", 0)), int(config.get("server-round", 0)),
                               int(getattr(h, "partition_id", 0)))
-        if isinstance(b, PixelTrigger):
+        if isinstance(b, (PixelTrigger, EdgeCaseBackdoor)):
             return x, y, seed, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng)
         if not on_shard:  # its own data: the chosen samples stay in it, relabelled
             y = b.relabel(y)
@@ -175,17 +200,34 @@ class BackdoorClient(_BackdoorBase):
 
     Args:
         honest: the TorchClient-like client to corrupt (its model and data are used).
-        backdoor: a :class:`PixelTrigger` or a :class:`SampleBackdoor` (indices local to
-            the client's data).
+        backdoor: a :class:`PixelTrigger`, a :class:`SampleBackdoor` (indices local to
+            the client's data) or an :class:`EdgeCaseBackdoor` (tail inputs).
         fraction: share of each batch replaced by backdoor samples, in [0, 1].
+        norm_bound: None, or the l2 radius (over all parameters) around the global model the
+            weights are projected back onto after every step (:func:`pgd_projection`; the
+            edge-case paper's PGD attacker, which stays inside a norm-bounding defense).
     """
 
-    def __init__(self, honest, backdoor, fraction: float = 0.5):
+    def __init__(self, honest, backdoor, fraction: float = 0.5, *, norm_bound: float | None = None):
         super().__init__(honest, backdoor, fraction)
+        self.norm_bound = None if norm_bound is None else _common.check_finite_scalar(
+            f"{type(self).__name__}: norm_bound", norm_bound, positive=True)
+
+    def _projection(self):
+        """The PGD step around the model's current weights (on the training device), or None."""
+        if self.norm_bound is None:
+            return None
+        model = self.honest.model.to(getattr(self.honest, "device", None) or pick_device())
+        return pgd_projection(model, self.norm_bound)
 
     def fit(self, parameters, config):
-        weights, loss, trained_on = self._train([np.copy(p) for p in parameters], config)
-        return weights, trained_on, {**self._metrics(), "train_loss": loss}
+        parameters = [np.copy(p) for p in parameters]
+        set_weights(self.honest.model, parameters)  # the ball's centre is the global model
+        weights, loss, trained_on = self._train(parameters, config, after_step=self._projection())
+        metrics = {**self._metrics(), "train_loss": loss}
+        if self.norm_bound is not None:
+            metrics["attack.norm-bound"] = self.norm_bound
+        return weights, trained_on, metrics
 
 
 class ModelReplacementClient(_BackdoorBase):
@@ -221,7 +263,7 @@ class ModelReplacementClient(_BackdoorBase):
         return apply_update(layout, parameters, boosted), trained_on, metrics
 
 
-class NeurotoxinClient(_BackdoorBase):
+class NeurotoxinClient(BackdoorClient):
     """Neurotoxin (Zhang et al., ICML 2022): the data-poisoning backdoor trained only on the
     coordinates honest training changes least, so that later honest rounds do not erase it.
 
@@ -241,11 +283,9 @@ class NeurotoxinClient(_BackdoorBase):
 
     def __init__(self, honest, backdoor, fraction: float = 0.5, *, ratio: float = 0.95,
                  norm_bound: float | None = None):
-        super().__init__(honest, backdoor, fraction)
+        super().__init__(honest, backdoor, fraction, norm_bound=norm_bound)
         bd.neurotoxin_mask(np.zeros(1), ratio)  # validates ratio
         self.ratio = float(ratio)
-        self.norm_bound = None if norm_bound is None else _common.check_finite_scalar(
-            "NeurotoxinClient: norm_bound", norm_bound, positive=True)
 
     def _benign_gradient(self, parameters, config) -> np.ndarray:
         """The clean loss's gradient at the global model, averaged over the round's data."""
@@ -276,19 +316,8 @@ class NeurotoxinClient(_BackdoorBase):
             m = torch.as_tensor(mask[offset : offset + p.numel()].reshape(p.shape), dtype=p.dtype, device=p.device)
             hooks.append(p.register_hook(lambda g, m=m: g * m))
             offset += p.numel()
-        anchors = [p.detach().clone() for p in params]
-        bound = self.norm_bound
-
-        @torch.no_grad()
-        def project():  # PGD: back onto the ball of radius norm_bound around the global model
-            norm = torch.sqrt(sum(((p - a) ** 2).sum() for p, a in zip(params, anchors)))
-            if float(norm) > bound:
-                for p, a in zip(params, anchors):
-                    p.copy_(a + (p - a) * (bound / norm))
-
         try:
-            weights, loss, trained_on = self._train(parameters, config,
-                                                    after_step=project if bound is not None else None)
+            weights, loss, trained_on = self._train(parameters, config, after_step=self._projection())
         finally:
             for hook in hooks:
                 hook.remove()

@@ -8,7 +8,9 @@
   share of test inputs whose true label is not the target that, once stamped, are
   classified as the target; for a :class:`~flwr_byz.attacks.backdoor.SampleBackdoor`: the
   share of the chosen *training* samples (indices into ``dataset.x_train``) whose true label
-  is not the target that are classified as the target.
+  is not the target that are classified as the target; for an
+  :class:`~flwr_byz.attacks.backdoor.EdgeCaseBackdoor`: the share of its held-out tail inputs
+  classified as the target.
 
 Usable as a Flower ``evaluate_fn`` body (``set_weights(model, ndarrays)`` first).
 """
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.backdoor import PixelTrigger, SampleBackdoor, attack_success_rate
+from ..attacks.backdoor import EdgeCaseBackdoor, PixelTrigger, SampleBackdoor, attack_success_rate
 from ..clients.honest import evaluate_model, pick_device
 
 __all__ = ["backdoor_inputs", "evaluate_backdoor", "predict"]
@@ -41,7 +43,10 @@ def backdoor_inputs(dataset, backdoor) -> tuple[np.ndarray, np.ndarray]:
         return backdoor.stamp(dataset.x_test), np.asarray(dataset.y_test)
     if isinstance(backdoor, SampleBackdoor):
         return backdoor.select(dataset.x_train, dataset.y_train)
-    raise TypeError(f"backdoor must be a PixelTrigger or a SampleBackdoor, got {type(backdoor).__name__}")
+    if isinstance(backdoor, EdgeCaseBackdoor):
+        return backdoor.select()
+    raise TypeError("backdoor must be a PixelTrigger, a SampleBackdoor or an EdgeCaseBackdoor, "
+                    f"got {type(backdoor).__name__}")
 
 
 def evaluate_backdoor(model: nn.Module, dataset, trigger, *, batch_size: int = 512,

@@ -113,12 +113,46 @@ def cell_trigger(data, params: dict):
     return PixelTrigger(**spec)
 
 
+def edge_case_tail(data, params: dict):
+    """The :class:`~flwr_byz.attacks.backdoor.EdgeCaseBackdoor` of an ``edge_case`` cell.
+
+    ``params["tail"]``: a ``.npz`` file with ``x_train`` and ``x_test`` arrays of tail images
+    (N, C, H, W) in the dataset's own normalised units (a real tail, such as the paper's
+    ARDIS sevens for MNIST: pixels / 255, then (x - 0.1307) / 0.3081), their true label
+    unknown; without it, the synthetic tail :func:`~flwr_byz.attacks.backdoor.edge_case_backdoor`
+    of ``data``: the ``source`` class (default 7) rotated by ``angle`` degrees (default 90).
+    ``target`` defaults to 1 (the paper's sevens labelled 1)."""
+    from ..attacks.backdoor import EdgeCaseBackdoor, edge_case_backdoor
+
+    target = params.get("target", 1)
+    if params.get("tail"):
+        with np.load(str(params["tail"]), allow_pickle=False) as tail:
+            missing = {"x_train", "x_test"} - set(tail.files)
+            if missing:
+                raise ValueError(f"edge_case: the tail file {params['tail']} lacks {sorted(missing)}")
+            x_train, x_test = tail["x_train"], tail["x_test"]
+        if x_train.shape[1:] != tuple(data.input_shape):
+            raise ValueError(f"edge_case: tail images {x_train.shape[1:]} do not match the dataset's "
+                             f"{tuple(data.input_shape)}")
+        return EdgeCaseBackdoor(x_train.astype(np.float32), x_test.astype(np.float32), target=target)
+    return edge_case_backdoor(data.x_train, data.y_train, data.x_test, data.y_test, source=params.get("source", 7),
+                              target=target, angle=params.get("angle", 90.0))
+
+
+def cell_backdoor(data, attack: str, params: dict):
+    """What a backdoor cell's attackers plant and the server measures the ASR of: the tail
+    of :func:`edge_case_tail` for ``edge_case``, the trigger of :func:`cell_trigger` for
+    every other backdoor."""
+    return edge_case_tail(data, params) if attack == "edge_case" else cell_trigger(data, params)
+
+
 def backdoor_client(client, attack: str, params: dict, data, *, collusion, num_clients: int, num_malicious: int,
                     server_lr: float = 1.0):
     """``client`` (honest) turned into the backdoor attacker ``attack`` (one of
     :data:`BACKDOORS`) with the trigger :func:`cell_trigger` of ``data`` and ``params``
     (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0, DBA's ``parts`` and
-    ``part``, Neurotoxin's ``ratio`` and ``norm_bound``; ``weight_factor`` /
+    ``part``, Neurotoxin's ``ratio`` and ``norm_bound``, the edge case's ``source``,
+    ``target``, ``angle``, ``tail`` and ``norm_bound``; ``weight_factor`` /
     ``weight_value`` add weight inflation). Simulation cells and the Flower App's backdoor
     SuperNodes both build their attackers here."""
     from ..clients.malicious import WeightInflationClient
@@ -135,8 +169,11 @@ def _backdoor_attacker(client, attack: str, params: dict, data, *, collusion, nu
                        num_malicious: int, server_lr: float):
     from ..clients.backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
 
-    trig = cell_trigger(data, params)
     fraction = float(params.get("fraction", 0.5))
+    if attack == "edge_case":
+        return BackdoorClient(client, edge_case_tail(data, params), fraction=fraction,
+                              norm_bound=params.get("norm_bound"))
+    trig = cell_trigger(data, params)
     if attack == "backdoor":
         return BackdoorClient(client, trig, fraction=fraction)
     if attack == "model_replacement":
@@ -362,7 +399,8 @@ class CellRecorder:
         if self.cell.attack in BACKDOORS:  # server-side attack success rate, every round
             from .backdoor_eval import evaluate_backdoor
 
-            res = evaluate_backdoor(self.model, self.data, cell_trigger(self.data, self.cell.attack_params))
+            res = evaluate_backdoor(self.model, self.data,
+                                    cell_backdoor(self.data, self.cell.attack, self.cell.attack_params))
             extra["asr"] = res["asr"]
             LOG.info("round %s: accuracy %.4f, backdoor ASR %.4f", server_round, acc, res["asr"])
         now = time.perf_counter()
@@ -460,7 +498,9 @@ def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusi
 
     Clients (honest and malicious, with the same collusion) are called one after another and
     their replies go through the strategy's own round object (checks, f bound, rule, server
-    momentum, history), so results match the engine's up to client scheduling. For quick
+    momentum, history), so results match the engine's up to client scheduling. A client that
+    raises is left out of its round with a warning, as Flower's engines treat a failed
+    client (say an attacker whose statistics are not finite once the model has diverged). For quick
     research sweeps and the long reproductions on a laptop.
     """
     from ..aggregation.detox import detox_assignment
@@ -483,7 +523,12 @@ def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusi
             groups = plan.groups
         entries, sizes, facts = [], {}, {}
         for pid, config in configs.items():
-            new, num_examples, metrics = scenario_fit(key, pid, [w.copy() for w in weights], config)
+            try:
+                new, num_examples, metrics = scenario_fit(key, pid, [w.copy() for w in weights], config)
+            except Exception as exc:  # as in Flower's engines: a failed client is a failure, not the run's end
+                LOG.warning("round %s: client %s failed (%s: %s); the round goes on without it", server_round, pid,
+                            type(exc).__name__, exc)
+                continue
             entries.append((pid, new, None))
             sizes[pid], facts[pid] = num_examples, client_facts(metrics)
         new_weights, _, _ = strategy.robust.run(server_round, weights, None, entries, sizes, facts, groups=groups)
