@@ -130,6 +130,55 @@ def test_attack_label_reads_the_apps_json_text():
     assert attack_label({"cfg_attack": "alie", "cfg_attack_params": {"z": 2}}) == "alie(z=2)"
 
 
+def test_alie_sensitivity_grid_moves_one_of_m_z_n_at_a_time():
+    from flwr_byz.attacks import alie_z_max
+    from flwr_byz.simulations.reproduce import experiment
+
+    cells = experiment("alie-sensitivity", data_root="data")
+    assert {c.strategy for c in cells} == {"trimmed_mean", "krum", "bulyan"}
+    assert all((c.dataset, c.rounds, c.local_steps, c.batch_size, c.lr, c.server_momentum)
+               == ("mnist", 300, 1, 83, 0.1, 0.9) for c in cells)
+    alie = [c for c in cells if c.attack == "alie"]
+    assert all(c.tolerated == c.num_malicious for c in alie)  # the defenses know m
+    krum = {(c.num_clients, c.num_malicious, c.attack_params["z"]) for c in alie if c.strategy == "krum"}
+    zmax = lambda n, m: round(float(alie_z_max(n, m)), 4)  # noqa: E731
+    assert {(51, m, zmax(51, m)) for m in (4, 8, 12, 16, 20)} <= krum
+    assert {(51, 12, z) for z in (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)} <= krum
+    assert {(n, (n - 3) // 4, zmax(n, (n - 3) // 4)) for n in (21, 31, 41, 51, 61)} <= krum
+    assert len(krum) == 5 + 6 + 5 - 1  # the base (51, 12, z_max): on the m and n axes, and the z axis too
+    bulyan = {(c.num_clients, c.num_malicious) for c in alie if c.strategy == "bulyan"}
+    assert all(n >= 4 * m + 3 for n, m in bulyan) and (51, 16) not in bulyan and (61, 14) in bulyan
+    assert [(c.strategy, c.num_clients, c.tolerated) for c in cells if c.attack == "none"] == [
+        ("trimmed_mean", 51, 12), ("krum", 51, 12), ("bulyan", 51, 12)]
+    assert {c.dataset for c in experiment("alie-sensitivity")} == {"digits"}
+
+
+@pytest.mark.timeout(300)
+def test_reproduce_alie_sensitivity_draws_its_curves(tmp_path):
+    """A one-round run of Krum's sensitivity grid on digits: sensitivity.png is written, each
+    axis holds its points in order, each point is its cell's last-20 accuracy and the
+    reference line is the no-attack run's."""
+    import json
+
+    from flwr_byz.simulations.cli import main
+    from flwr_byz.simulations.plots import sensitivity_curves
+
+    out = tmp_path / "sens"
+    assert main(["reproduce", "alie-sensitivity", "--strategies", "krum", "--rounds", "1", "--engine", "inprocess",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "sensitivity.png").stat().st_size > 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    curves = sensitivity_curves(rows)["krum"]
+    assert curves["m"]["x"] == [4, 8, 12, 16, 20] and curves["n"]["x"] == [21, 31, 41, 51, 61]
+    assert curves["z"]["x"] == [0.25, 0.5, 0.5992, 1.0, 1.5, 2.0, 3.0]
+    final = {(r["cfg_num_clients"], r["cfg_num_malicious"], json.dumps(r["cfg_attack_params"])): r["accuracy"]
+             for r in rows if r["round"] == 1}
+    assert curves["m"]["mean"][1] == final[(51, 8, json.dumps({"z": 0.3774}))]
+    assert curves["n"]["mean"][0] == final[(21, 4, json.dumps({"z": 0.4307}))]
+    assert curves["z"]["mean"][-1] == final[(51, 12, json.dumps({"z": 3.0}))]
+    assert curves["z"]["reference"] == final[(51, 0, json.dumps({}))]
+
+
 @pytest.mark.timeout(300)
 def test_cli_simulate_tiny_config_end_to_end_then_plot_and_resume(tmp_path, capsys):
     from flwr_byz.simulations.cli import main

@@ -389,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
     p = sub.add_parser("reproduce", help="a paper's experiment (see docs/RESULTS.md)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("experiment", choices=["alie-mnist", "alie-cifar10", "detox", "matrix"])
+    from .reproduce import EXPERIMENTS
+
+    p.add_argument("experiment", choices=EXPERIMENTS,
+                   help="the grid: " + ", ".join(EXPERIMENTS) + " (docs/RESULTS.md; without --data-root the "
+                   "detox, matrix and alie-sensitivity grids run on the embedded digits)")
     p.add_argument("--strategies", type=_csv_list(str), default=None,
                    help="only these of the experiment's strategies (comma-separated)")
     p.add_argument("--attacks", type=_csv_list(str), default=None,

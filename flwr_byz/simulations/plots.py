@@ -1,5 +1,5 @@
 """PNG plots of a results.jsonl: accuracy vs round (one panel per attack, one line per
-strategy), the reputation of the malicious and the honest clients when a reputation layer
+strategy), the defense x attack matrix, ALIE's sensitivity to m, z and n, the reputation of the malicious and the honest clients when a reputation layer
 ran, and, when an ALIE attacker reported it, the forecast curves."""
 
 from __future__ import annotations
@@ -72,11 +72,96 @@ def plot_matrix(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def sensitivity_curves(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """The ALIE sensitivity curves of a results folder (``flwr-byz reproduce alie-sensitivity``):
+    ``defense -> axis -> {"x": [...], "mean", "min", "max": [...], "reference": no-attack
+    level or None}`` for axis ``"m"`` (n = the base n, z = z_max(n, m)), ``"z"`` (the base
+    n and m) and ``"n"`` (z = z_max(n, m), one m per n; the base point's m at the base n).
+    The base n is the most common n of the ALIE runs, the base m the most common m there.
+    y is the last-20 accuracy over seeds. An axis with fewer than three points is left out."""
+    import re
+    from collections import Counter
+
+    from ..attacks import alie_z_max
+    from .report import over_seeds
+    from .runner import summarize
+
+    cells = over_seeds(summarize(rows))
+    alie = []
+    for c in cells:
+        hit = re.fullmatch(r"alie\(z=([-+0-9.eE]+)\)", str(c["attack"]))
+        if hit:
+            alie.append((c, float(hit.group(1))))
+    if not alie:
+        return {}
+    n0 = Counter(c["num_clients"] for c, _ in alie).most_common(1)[0][0]
+    m0 = Counter(c["num_malicious"] for c, _ in alie if c["num_clients"] == n0).most_common(1)[0][0]
+
+    def at_z_max(c, z):
+        return abs(z - round(float(alie_z_max(c["num_clients"], c["num_malicious"])), 4)) < 1e-9
+
+    axes = {"m": lambda c, z: c["num_clients"] == n0 and at_z_max(c, z),
+            "z": lambda c, z: c["num_clients"] == n0 and c["num_malicious"] == m0,
+            "n": lambda c, z: at_z_max(c, z) and (c["num_clients"] != n0 or c["num_malicious"] == m0)}
+    value = {"m": lambda c, z: c["num_malicious"], "z": lambda c, z: z, "n": lambda c, z: c["num_clients"]}
+    out: dict[str, dict[str, dict]] = {}
+    for defense in sorted({c["strategy"] for c, _ in alie}):
+        clean = [c["tail_accuracy_mean"] for c in cells
+                 if c["strategy"] == defense and c["attack"] == "none" and c["num_clients"] == n0]
+        for axis, keep in axes.items():
+            points = sorted((value[axis](c, z), c) for c, z in alie if c["strategy"] == defense and keep(c, z))
+            if len({x for x, _ in points}) < 3:
+                continue
+            out.setdefault(defense, {})[axis] = {
+                "x": [x for x, _ in points], "mean": [c["tail_accuracy_mean"] for _, c in points],
+                "min": [c["tail_accuracy_min"] for _, c in points], "max": [c["tail_accuracy_max"] for _, c in points],
+                "reference": float(np.mean(clean)) if clean else None, "n": n0, "m": m0}
+    return out
+
+
+def plot_sensitivity(rows: list[dict], path: Path) -> Path | None:
+    """``sensitivity.png``: one row of panels per defense, one panel per axis of
+    :func:`sensitivity_curves` (accuracy against m, z and n: the mean over seeds, a band from
+    the lowest to the highest seed, the no-attack level dashed); None when there is none."""
+    import matplotlib.pyplot as plt
+
+    curves = sensitivity_curves(rows)
+    if not curves:
+        return None
+    axis_names = [a for a in ("m", "z", "n") if any(a in by_axis for by_axis in curves.values())]
+    titles = {"m": "corrupted clients m (n = {n}, z = z_max)", "z": "shift z (n = {n}, m = {m})",
+              "n": "clients n (m = (n - 3) // 4, z = z_max)"}
+    fig, axes = plt.subplots(len(curves), len(axis_names), figsize=(4.2 * len(axis_names), 3.0 * len(curves)),
+                             squeeze=False, sharey=True)
+    for i, (defense, by_axis) in enumerate(sorted(curves.items())):
+        for j, axis in enumerate(axis_names):
+            ax = axes[i][j]
+            curve = by_axis.get(axis)
+            if curve is None:
+                ax.set_visible(False)
+                continue
+            line, = ax.plot(curve["x"], curve["mean"], marker="o", label="ALIE")
+            if any(lo != hi for lo, hi in zip(curve["min"], curve["max"])):
+                ax.fill_between(curve["x"], curve["min"], curve["max"], color=line.get_color(), alpha=0.2, linewidth=0)
+            if curve["reference"] is not None:
+                ax.axhline(curve["reference"], color="gray", linestyle="--", label="no attack")
+            ax.set_title(f"{defense}", fontsize=9)
+            ax.set_xlabel(titles[axis].format(n=curve["n"], m=curve["m"]), fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[i][0].set_ylabel("last-20 test accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: int | None = None) -> list[Path]:
     """Write ``accuracy.png`` (one panel per attack, one line per defense: the mean over its
     seeds, a band from the lowest to the highest seed when there are several) and
     ``matrix.png`` (:func:`plot_matrix`) when the rows hold two defenses and two attacks or
-    more, ``reputation.png`` when a reputation layer ran (the mean score of the malicious and of
+    more, ``sensitivity.png`` (:func:`plot_sensitivity`) for the ALIE sensitivity runs,
+    ``reputation.png`` when a reputation layer ran (the mean score of the malicious and of
     the honest clients per round, one panel per cell), ``forecast.png`` when present (over
     the first ``forecast_rounds`` rounds if given); return the files written."""
     import matplotlib
@@ -115,9 +200,9 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     files = [out_dir / "accuracy.png"]
     fig.savefig(files[0], dpi=120)
     plt.close(fig)
-    matrix = plot_matrix(rows, out_dir / "matrix.png")
-    if matrix is not None:
-        files.append(matrix)
+    for extra in (plot_matrix(rows, out_dir / "matrix.png"), plot_sensitivity(rows, out_dir / "sensitivity.png")):
+        if extra is not None:
+            files.append(extra)
     rep = [r for r in rows if r.get("reputation_malicious") is not None or r.get("reputation_honest") is not None]
     if rep:
         cells = sorted({r["cell"] for r in rep})

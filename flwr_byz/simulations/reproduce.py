@@ -14,6 +14,14 @@ numbers measured here and the papers' numbers.
   rules under ALIE (at z_max and at z = 1.5, the ALIE authors' code default), and DETOX +
   signSGD vs signSGD under the constant (-1) attack; n = 45, m = 5 on MNIST (the DETOX
   paper's 45 workers), n = 21 on digits (Multi-Krum only: Bulyan needs n >= 4f + 3).
+- ``alie-sensitivity``: the ALIE authors' supplementary experiments: last-20 accuracy of the
+  trimmed mean, Krum and Bulyan (f = m) under ALIE at the one-step setting of ``alie-mnist``,
+  against the number of corrupted clients m (n = 51, z = z_max(n, m)), against the shift z
+  (n = 51, m = 12) and against the total n (m = (n - 3) // 4, the most Bulyan tolerates,
+  19-23% of n; z = z_max(n, m)), with each defense's no-attack run at n = 51 as the
+  reference; Bulyan is left out where n < 4m + 3 (m = 16, 20).
+  Without ``--data-root``: the same grid on digits (batch 16). ``flwr-byz plot`` draws it
+  (``sensitivity.png``).
 - ``matrix``: every registered rule against every attack of the catalogue (and no attack),
   at the ALIE authors' setting on MNIST (n = 51, m = 12, one step per round, 300 rounds)
   or, without ``--data-root``, on the embedded digits (n = 20, m = 5, batch 16, 100
@@ -29,7 +37,13 @@ from dataclasses import replace
 from ..attacks import alie_z_max
 from .config import RunConfig
 
-EXPERIMENTS = ("alie-mnist", "alie-cifar10", "detox", "matrix")
+EXPERIMENTS = ("alie-mnist", "alie-cifar10", "alie-sensitivity", "detox", "matrix")
+
+# alie-sensitivity's axes (the base point n = 51, m = 12 is on all three)
+SENSITIVITY_DEFENSES = ("trimmed_mean", "krum", "bulyan")
+SENSITIVITY_M = (4, 8, 12, 16, 20)
+SENSITIVITY_Z = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+SENSITIVITY_N = (21, 31, 41, 51, 61)  # with m = (n - 3) // 4: Bulyan's bound, 12 at n = 51
 
 # The exact subset searches (MDA, SMEA) refuse more than this many subsets C(n, f).
 _MAX_SUBSETS = 200_000
@@ -46,6 +60,25 @@ def _alie(dataset: str, model: str, rounds: int, data_root: str | None) -> list[
             cells.append(replace(base, strategy=strategy, f=m, attack="alie", num_malicious=m,
                                  attack_params={"z": round(float(z), 4)}))
         cells.append(replace(base, strategy=strategy, f=m, attack="sign_flip", num_malicious=m))
+    return cells
+
+
+def _alie_sensitivity(dataset: str, rounds: int, data_root: str | None) -> list[RunConfig]:
+    from ..aggregation import minimum_clients
+
+    n0, m0 = 51, 12
+    base = RunConfig(dataset=dataset, data_root=data_root, model="mlp", num_clients=n0, rounds=rounds,
+                     local_steps=1, batch_size=16 if dataset == "digits" else 83, lr=0.1, server_momentum=0.9)
+    points = {(n0, m, alie_z_max(n0, m)) for m in SENSITIVITY_M}
+    points |= {(n0, m0, z) for z in SENSITIVITY_Z}
+    points |= {(n, (n - 3) // 4, alie_z_max(n, (n - 3) // 4)) for n in SENSITIVITY_N}
+    cells = []
+    for strategy in SENSITIVITY_DEFENSES:
+        cells.append(replace(base, strategy=strategy, f=m0))
+        for n, m, z in sorted(points):
+            if minimum_clients(strategy, m) <= n:
+                cells.append(replace(base, strategy=strategy, f=m, num_clients=n, attack="alie", num_malicious=m,
+                                     attack_params={"z": round(float(z), 4)}))
     return cells
 
 
@@ -115,6 +148,8 @@ def experiment(name: str, *, rounds: int | None = None, data_root: str | None = 
         return _alie("mnist", "mlp", rounds or 300, data_root)
     if name == "alie-cifar10":
         return _alie("cifar10", "cnn", rounds or 2000, data_root)
+    if name == "alie-sensitivity":
+        return _alie_sensitivity("mnist" if data_root else "digits", rounds or 300, data_root)
     if name == "detox":
         return _detox("mnist" if data_root else "digits", rounds or (200 if data_root else 300), data_root)
     if name == "matrix":
