@@ -592,6 +592,9 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
                         bar_factory.next_cell()
                     run_cell_inprocess(cell, writer, bar_factory, collusion_dir)
                 continue
+            from .reaper import start_reaper
+
+            start_reaper()  # Ray's agents outlive a killed run: the watchdog stops them
             server = ServerApp()
             server.main()(_group_main(group, key, writer, bar_factory, collusion_dir))  # Message API
             try:
