@@ -325,3 +325,50 @@ def test_detox_client_makes_ordinary_numpy_clients_follow_the_contract():
     assert not all(np.array_equal(plain[groups[0][0]][0], plain[m][0]) for m in groups[0][1:])  # unwrapped: no
     out, _ = strategy.aggregate_fit(1, results, [])
     assert out is not None and strategy.history[-1]["details"]["groups_won"] == 3
+
+
+@pytest.mark.parametrize("a1, inputs", [("centered_clipping", "center"), ("clipped_clustering", "history")])
+def test_detox_gives_a1_its_server_side_round_inputs(a1, inputs):
+    """DETOX's A1 gets what the rule's own strategy would give it: centered clipping the
+    previous round's aggregate as its centre, ClippedClustering the norms of the earlier
+    rounds' winners (it used to run without them, as if every round were the first)."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.client_manager import SimpleClientManager
+
+    from flwr_byz.aggregation import RobustAggregator
+    from flwr_byz.strategies.legacy import Detox as LegacyDetox
+
+    from fuzz_replies import Proxy
+
+    strategy = LegacyDetox(group_size=3, num_malicious_clients=0, a1=a1, fraction_fit=1.0, min_fit_clients=9,
+                           min_available_clients=9, initial_parameters=ndarrays_to_parameters([np.zeros(6, np.float32)]))
+    manager = SimpleClientManager()
+    for i in range(9):
+        manager.register(Proxy(str(i)))
+    params = strategy.initialize_parameters(manager)
+    rng = np.random.default_rng(5)
+    g = np.zeros(6)
+    reference = RobustAggregator(a1, f=0)
+    previous, norms = None, []
+    for rnd in (1, 2, 3):
+        instructions = strategy.configure_fit(rnd, params, manager)
+        proxies = {p.cid: p for p, _ in instructions}
+        W = rng.normal(0, 1 + rnd, (len(strategy._groups), 6)).astype(np.float32) * np.float32(rnd)
+        results = [(proxies[c], FitRes(Status(Code.OK, ""), ndarrays_to_parameters([(g + W[k]).astype(np.float32)]),
+                                       1, {}))
+                   for k, members in enumerate(strategy._groups) for c in members]
+        params, _ = strategy.aggregate_fit(rnd, results, [])
+        new = parameters_to_ndarrays(params)[0].astype(np.float64)
+        # A1 alone on the winners, with the inputs its own strategy keeps across rounds
+        W64 = np.stack([(g + W[k]).astype(np.float32).astype(np.float64) - g for k in range(len(W))])
+        call = {"center": previous} if inputs == "center" and previous is not None else {}
+        if inputs == "history":
+            call = {"history": np.concatenate(norms) if norms else None}
+        expected, report = reference(W64, **call)
+        np.testing.assert_allclose(new - g, expected, rtol=1e-5, atol=1e-6)
+        if rnd > 1:
+            alone, _ = reference(W64)  # without the inputs: another answer, so the test can tell
+            assert not np.allclose(alone, expected, rtol=1e-5, atol=1e-6), "the inputs make no difference here"
+        previous = expected
+        norms.append(report.details.get("norms", np.zeros(0)))
+        g = new

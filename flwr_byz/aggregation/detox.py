@@ -121,7 +121,7 @@ def majority_vote(G, *, tolerance: float | None = None, group_size: int | None =
 
 def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | None = None,
           a0: str | None = None, a0_subsets: int | None = None, tolerance: float | None = None,
-          pre=(), group_size: int | None = None, return_report: bool = False):
+          pre=(), group_size: int | None = None, return_report: bool = False, a1_inputs: dict | None = None):
     """DETOX aggregation of ``updates`` whose rows are organised in ``groups``.
 
     Args:
@@ -140,6 +140,9 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
         group_size: r, when groups may have lost members.
         return_report: also return an :class:`AggregationReport` (``selected``: the rows
             whose group won; ``details``: group counts and stage timings).
+        a1_inputs: the server-side round inputs A1 takes (``center``: centered clipping's
+            and MoNNA's previous aggregate; ``history``: ClippedClustering's norms of earlier
+            updates; ``global_model``: FLAME's), passed to A1 as they are.
     """
     X = as_update_matrix(updates)
     t0 = time.perf_counter()
@@ -175,7 +178,7 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
         W = np.stack([combine(W[p]) for p in parts])
     t_a0 = time.perf_counter() - t1
     t2 = time.perf_counter()
-    agg, inner = RobustAggregator(a1, f=f1, pre=pre, **(a1_params or {}))(W)
+    agg, inner = RobustAggregator(a1, f=f1, pre=pre, **(a1_params or {}))(W, **(a1_inputs or {}))
     t_a1 = time.perf_counter() - t2
     if not return_report:
         return agg
@@ -186,7 +189,12 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
     )
     report.details["won_groups"] = won_groups
     report.details["a1_selected"] = inner.selected
+    if "norms" in inner.details:  # ClippedClustering's norms of the winners, for the next rounds' history
+        report.details["norms"] = inner.details["norms"]
     return agg, report
+
+
+A1_INPUTS = ("center", "history", "global_model")  # server-side: meaningful for the groups' winners
 
 
 class DetoxAggregator:
@@ -205,17 +213,21 @@ class DetoxAggregator:
             raise ValueError(f"DETOX cannot run {a1} as A1: it needs {', '.join(missing)} per client or from the "
                              f"server, and A1 sees only the groups' winning updates")
         self.rule = f"detox+{a1}"
+        self.a1_spec = spec
+        # the server-side inputs A1 takes: the strategy supplies them as it would to A1 alone
+        self.round_inputs = tuple(k for k in spec.round_inputs if k in A1_INPUTS)
         self.group_size, self.f, self.pre = int(group_size), int(f), list(pre)
         self.options = dict(a1=a1, a1_params=a1_params, a0=a0, a0_subsets=a0_subsets, tolerance=tolerance)
 
     def minimum_clients(self) -> int:
         return self.group_size
 
-    def __call__(self, X, weights=None, *, server_round: int = 0, groups=None, **_):
+    def __call__(self, X, weights=None, *, server_round: int = 0, groups=None, **round_inputs):
         if groups is None:
             raise ValueError("DETOX needs the round's groups")
+        a1_inputs = {k: v for k, v in round_inputs.items() if k in A1_INPUTS and v is not None}
         return detox(X, groups, f=self.f, pre=self.pre, group_size=self.group_size, return_report=True,
-                     **self.options)
+                     a1_inputs=a1_inputs, **self.options)
 
     def __repr__(self) -> str:
         return f"DetoxAggregator(r={self.group_size}, f={self.f}, {self.options})"

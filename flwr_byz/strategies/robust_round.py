@@ -429,7 +429,11 @@ class RobustStrategyMixin:
     def _setup_detox(self, *, group_size: int, f: int, seed: int, **options) -> None:
         from ..aggregation.detox import DetoxAggregator
 
-        self.robust.aggregator = DetoxAggregator(group_size=group_size, f=f, **options)
+        agg = self.robust.aggregator = DetoxAggregator(group_size=group_size, f=f, **options)
+        # A1's server-side round inputs, as its own strategy would supply them
+        self.robust.round_inputs = agg.round_inputs
+        self.robust.use_history_center = "center" in agg.round_inputs and agg.a1_spec.stateful
+        self.robust.keeps_norm_history = agg.a1_spec.keeps_norm_history
         if self.robust.weighting == "raw":  # set for the placeholder "mean"; DETOX takes no weights
             self.robust.weighting = "uniform"
         self.group_size, self.seed = int(group_size), int(seed)
