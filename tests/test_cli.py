@@ -23,6 +23,10 @@ def run_cli(*args, timeout=120):
     (["--attack-params", "{z:1}"], "--attack-params must be a JSON object"),
     (["--attack-params", "[1, 2]"], "--attack-params must be a JSON object"),
     (["--num-malicious", "25", "--num-clients", "20"], "--num-malicious must be between 0 and --num-clients (20)"),
+    (["--attacks", "alie,ipm", "--attack-params", '{"zz": 1.5}'],
+     "--attack-params: 'zz' is read by none of the attacks ['alie', 'ipm'] (their own parameters: alie: z=None; "
+     "ipm: epsilon=0.1"),
+    (["--attacks", "backdoor", "--attack-params", '{"fractoin": 0.3}'], "'fractoin' is read by none of the attacks"),
     (["--dataset", "mnist"], "--dataset mnist needs --data-root"),
     (["--dataset", "cifar11"], "unknown dataset 'cifar11'"),
     (["--model", "resnet19"], "unknown model 'resnet19'"),

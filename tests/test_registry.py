@@ -200,3 +200,28 @@ def test_cli_rules_prints_the_table(capsys):
 
     assert main(["rules"]) == 0
     assert capsys.readouterr().out == rule_table()
+
+
+def test_attack_params_must_be_read_by_some_attack_of_the_run():
+    from flwr_byz.app.settings import check_attack_settings, run_settings
+    from flwr_byz.attacks.catalogue import accepted_params, check_attack_params
+
+    assert accepted_params("alie") == {"z", "weight_factor", "weight_value", "num_clients", "num_malicious"}
+    assert {"rule", "rule_params", "evals"} <= accepted_params("alie_optimal")
+    assert {"inner", "scale", "epsilon", "z"} <= accepted_params("weight_inflation")  # its inner attack's too
+    assert {"source", "target", "angle", "tail", "norm_bound", "fraction"} <= accepted_params("edge_case")
+    check_attack_params(["alie", "ipm"], {"z": 1.5, "epsilon": 0.5})  # one set of parameters for a grid
+    check_attack_params(["none"], {"anything": 1})  # no attack: nothing reads them, nothing runs
+    with pytest.raises(ValueError, match="'zz' is read by none of the attacks"):
+        check_attack_params(["alie"], {"zz": 1})
+    with pytest.raises(ValueError, match="unknown attack 'teleport'"):
+        check_attack_params(["teleport"], {"z": 1})
+    # the Flower App's run config, before anything is loaded
+    check_attack_settings(run_settings({"attack": "sign_flip", "attack-params": '{"scale": 2}'}))
+    with pytest.raises(ValueError, match="'scael' is read by none"):
+        check_attack_settings(run_settings({"attack": "sign_flip", "attack-params": '{"scael": 2}'}))
+    from flwr_byz.app.client_app import node_attack
+
+    assert node_attack({"attack": "alie", "attack-z": 1.5})[1]["z"] == 1.5
+    with pytest.raises(ValueError, match="the node config's attack parameters: 'zz'"):
+        node_attack({"attack": "alie", "attack-zz": 1.5})

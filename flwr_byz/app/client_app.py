@@ -35,7 +35,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..attacks.catalogue import ATTACK_SPECS, colluding_attacks
+from ..attacks.catalogue import ATTACK_SPECS, check_attack_params, colluding_attacks
 from ..clients.malicious import MaliciousClient
 from ..simulations import runner
 from .settings import data_key, json_param, run_settings, train_config
@@ -82,6 +82,7 @@ def node_attack(node_config) -> tuple[str, dict]:
     params.update(json_param(nc.get("attack-params", "{}"), "attack-params"))
     params.setdefault("num_malicious", int(nc.get("num-malicious", 1)))
     params.setdefault("num_clients", int(nc.get("num-clients", nc.get("num-partitions", 1))))
+    check_attack_params([attack], params, "the node config's attack parameters")
     return attack, params
 
 

@@ -25,7 +25,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from ..simulations import runner
-from .settings import build_strategy, json_param, run_settings, train_config
+from .settings import build_strategy, check_attack_settings, json_param, run_settings, train_config
 
 app = ServerApp()
 
@@ -143,6 +143,7 @@ def main(grid: Grid, context: Context) -> None:
 
     settings = run_settings(context.run_config)
     strategy = build_strategy(settings)  # names and values checked before anything is loaded or written
+    check_attack_settings(settings)
     run_id = context.run_id
     results_dir = results_path(settings["results-dir"])
     writer = runner.ResultsWriter(results_dir)

@@ -52,6 +52,16 @@ def run_settings(run_config) -> dict[str, Any]:
     return out
 
 
+def check_attack_settings(settings: dict) -> None:
+    """The run config's ``attack`` and ``attack-params`` checked before anything is loaded:
+    ``ValueError`` for an unknown attack or a parameter no attack of it reads."""
+    from ..attacks.catalogue import check_attack, check_attack_params
+
+    attack = str(settings["attack"])
+    check_attack(attack)
+    check_attack_params([attack], json_param(settings["attack-params"], "attack-params"))
+
+
 def json_param(value, name: str) -> dict:
     """A JSON-object config value (``"{}"`` when empty)."""
     if isinstance(value, dict):

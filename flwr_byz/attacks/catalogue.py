@@ -78,3 +78,42 @@ def check_attack(name: str) -> AttackSpec | None:
     if name not in ATTACK_SPECS:
         raise ValueError(f"unknown attack {name!r}; choose from {('none',) + attack_names()}")
     return ATTACK_SPECS[name]
+
+
+# Parameters every attack's client takes besides its own: weight inflation on top of any
+# attack, and n and m (ALIE's z_max, the rule-aware searches, model replacement's gamma).
+COMMON_PARAMS = frozenset({"weight_factor", "weight_value", "num_clients", "num_malicious"})
+
+
+def accepted_params(name: str) -> frozenset[str]:
+    """The attack-params keys attack ``name`` reads: its spec's parameters, the common ones,
+    ``rule_params`` for a rule-aware attack, and for ``weight_inflation`` its ``inner``
+    attack's (any non-backdoor attack's) parameters. ``ValueError`` for an unknown name."""
+    spec = check_attack(name)
+    if spec is None:
+        return frozenset()
+    keys = set(spec.params) | COMMON_PARAMS
+    if "rule" in spec.params:
+        keys.add("rule_params")
+    if name == "weight_inflation":
+        keys.add("inner")
+        for other in attack_names("model", "data", "malformed"):
+            keys |= set(ATTACK_SPECS[other].params)
+            keys |= {"rule_params"} if "rule" in ATTACK_SPECS[other].params else set()
+    return frozenset(keys)
+
+
+def check_attack_params(attacks, params: dict, what: str = "attack-params") -> None:
+    """``ValueError`` when a key of ``params`` is read by none of ``attacks`` (one set of
+    parameters serves every attack of a grid): a misspelt key would otherwise be ignored
+    and the run measure the attack at its defaults."""
+    real = [a for a in attacks if a != "none"]
+    if not real or not params:
+        return
+    accepted = set().union(*(accepted_params(a) for a in real))
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        own = "; ".join(f"{a}: {', '.join(f'{k}={v!r}' for k, v in ATTACK_SPECS[a].params.items()) or 'none'}"
+                        for a in real)
+        raise ValueError(f"{what}: {', '.join(map(repr, unknown))} is read by none of the attacks {real} "
+                         f"(their own parameters: {own}; any attack also takes {', '.join(sorted(COMMON_PARAMS))})")

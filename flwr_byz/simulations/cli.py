@@ -124,6 +124,12 @@ def _check_bound(strategy: str, n: int, m: int, r: int) -> None:
 
 def _grid(strategies, attacks, num_clients, num_malicious, base: dict, attack_params=None) -> list[RunConfig]:
     strategies = _check_grid(strategies, attacks, num_clients, num_malicious, base)
+    from ..attacks.catalogue import check_attack_params
+
+    try:
+        check_attack_params(attacks, attack_params or {}, "--attack-params")
+    except ValueError as err:
+        usage_error(str(err))
     seeds = base.pop("seeds", None) or [base.get("seed", 0)]
     cells = []
     for seed, s, a, n, m in itertools.product(seeds, strategies, attacks, num_clients, num_malicious):
