@@ -37,6 +37,14 @@ def test_markdown_table_pivots_defense_by_attack():
     assert "| krum | alie | 9 | 2 | 0,1 | 0.600 [0.500, 0.700] | 0.600 [0.500, 0.700] |" in flat
 
 
+def test_markdown_table_shows_the_metric_asked_for():
+    rows = over_seeds([run("krum", "alie", 0, 0.5, final=0.4), run("krum", "alie", 1, 0.7, final=0.8)])
+    assert "| krum | 0.600 [0.400, 0.800] |" in markdown_table(rows, metric="final_accuracy")
+    assert "| krum | 0.650 [0.500, 0.800] |" in markdown_table(rows, metric="best_accuracy")
+    with pytest.raises(ValueError, match="unknown metric"):
+        markdown_table(rows, metric="accuracy")
+
+
 def test_backdoor_cells_show_the_asr():
     rows = over_seeds([run("median", "backdoor", 0, 0.9, asr=0.2), run("median", "backdoor", 1, 0.8, asr=0.4)])
     assert "0.850 [0.800, 0.900] (ASR 0.300 [0.200, 0.400])" in markdown_table(rows)

@@ -215,6 +215,10 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
         else:
             params.setdefault("num_clients", n)
             params.setdefault("num_malicious", m)
+            if "seed" in check_attack(attack).params and params.get("seed") is None:
+                # the attack's noise follows the run's seed (one independent draw per client
+                # and round): the same command gives the same numbers, in either engine
+                params["seed"] = int(config.get("seed", 0))
             if "rule" in check_attack(attack).params and params.get("rule") is None:
                 # the adaptive attacker knows the server's rule (DETOX: its A1 after the vote)
                 params["rule"] = str(config.get("strategy", "mean")).removeprefix("detox-")
