@@ -82,6 +82,21 @@ def test_mimic_against_the_median_on_the_dirichlet_split(tmp_path):
     assert rerun(tmp_path, cells) == pytest.approx(value, abs=TOLERANCE)
 
 
+def test_the_matrix_on_digits_krum_under_rule_aware_ipm(tmp_path):
+    from flwr_byz.simulations.reproduce import experiment
+
+    cell = next(c for c in experiment("matrix") if (c.strategy, c.attack) == ("krum", "ipm_optimal"))
+    # the matrix's columns: defense, none, then the attacks in name order (ipm_optimal: 15th)
+    assert rerun(tmp_path, [cell]) == pytest.approx(recorded("matrix-digits-table", "krum", 15), abs=TOLERANCE)
+
+
+def test_the_trimmed_mean_under_alie_on_digits_over_the_tables_seeds(tmp_path):
+    cells = [RunConfig(strategy="trimmed_mean", attack="alie", num_clients=20, num_malicious=5, f=5, rounds=300,
+                       local_steps=1, batch_size=16, lr=0.1, server_momentum=0.9, seed=s) for s in (0, 1, 2)]
+    # the table's columns: defense, none, alie, alie(z=1.5), sign_flip
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-digits-table", "trimmed_mean", 2), abs=TOLERANCE)
+
+
 @pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
 def test_caf_under_sign_flipping_on_mnist(tmp_path):
     cell = RunConfig(strategy="caf", attack="sign_flip", dataset="mnist", data_root=str(DATA), num_clients=51,
