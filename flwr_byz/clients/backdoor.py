@@ -172,10 +172,12 @@ class _BackdoorBase(NumPyClient):
             y = b.relabel(y)
         return x, y, seed, lambda xb, yb, rng: b.poison(xb, yb, fraction, rng, source=(own_x, own_y))
 
-    def _train(self, parameters, config, *, start=None, loss_weight: float = 1.0, prox_fn=None, after_step=None):
+    def _train(self, parameters, config, *, start=None, loss_weight: float = 1.0, prox_fn=None,
+               norm_bound: float | None = None):
         """Train the honest client's model on the poisoned data from ``start`` (default: the
         global weights); returns (weights, loss, number of examples trained on). ``prox_fn(model,
-        lr)`` builds ``prox``."""
+        lr)`` builds ``prox``; ``norm_bound`` projects onto that ball around the starting
+        weights after every step (:func:`pgd_projection`)."""
         h = self.honest
         lr = float(config.get("lr", getattr(h, "lr", 0.1)))
         steps_cfg = int(config.get("local-steps", 0) or 0)
@@ -184,6 +186,7 @@ class _BackdoorBase(NumPyClient):
         model = h.model
         set_weights(model, parameters if start is None else start)
         device = getattr(h, "device", None) or pick_device()
+        after_step = None if norm_bound is None else pgd_projection(model.to(device), norm_bound)
         loss = train_poisoned(
             model, x, y, poison_fn, epochs=int(config.get("local-epochs", getattr(h, "local_epochs", 1))),
             batch_size=int(config.get("batch-size", getattr(h, "batch_size", 32))), lr=lr,
@@ -213,17 +216,8 @@ class BackdoorClient(_BackdoorBase):
         self.norm_bound = None if norm_bound is None else _common.check_finite_scalar(
             f"{type(self).__name__}: norm_bound", norm_bound, positive=True)
 
-    def _projection(self):
-        """The PGD step around the model's current weights (on the training device), or None."""
-        if self.norm_bound is None:
-            return None
-        model = self.honest.model.to(getattr(self.honest, "device", None) or pick_device())
-        return pgd_projection(model, self.norm_bound)
-
     def fit(self, parameters, config):
-        parameters = [np.copy(p) for p in parameters]
-        set_weights(self.honest.model, parameters)  # the ball's centre is the global model
-        weights, loss, trained_on = self._train(parameters, config, after_step=self._projection())
+        weights, loss, trained_on = self._train([np.copy(p) for p in parameters], config, norm_bound=self.norm_bound)
         metrics = {**self._metrics(), "train_loss": loss}
         if self.norm_bound is not None:
             metrics["attack.norm-bound"] = self.norm_bound
@@ -317,7 +311,7 @@ class NeurotoxinClient(BackdoorClient):
             hooks.append(p.register_hook(lambda g, m=m: g * m))
             offset += p.numel()
         try:
-            weights, loss, trained_on = self._train(parameters, config, after_step=self._projection())
+            weights, loss, trained_on = self._train(parameters, config, norm_bound=self.norm_bound)
         finally:
             for hook in hooks:
                 hook.remove()

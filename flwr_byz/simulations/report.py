@@ -54,13 +54,17 @@ METRIC_TEXT = {"tail_accuracy": "Test accuracy, mean of the last 20 evaluated ro
                "best_accuracy": "Best test accuracy over the rounds (the ALIE authors' \"max accuracy\")"}
 
 
+def _check_metric(metric: str) -> None:
+    if metric not in METRIC_TEXT:
+        raise ValueError(f"unknown metric {metric!r}; choose from {tuple(METRIC_TEXT)}")
+
+
 def markdown_table(rows: list[dict], *, pivot: bool = True, metric: str = "tail_accuracy") -> str:
     """The table of a results folder: with ``pivot`` (and one cell per defense and attack),
     one row per defense and one column per attack (``metric``, by default the last-20
     accuracy, mean [min, max] over seeds; ASR for the backdoors), else one row per cell
     (with the data split when the cells differ in it)."""
-    if metric not in METRIC_TEXT:
-        raise ValueError(f"unknown metric {metric!r}; choose from {tuple(METRIC_TEXT)}")
+    _check_metric(metric)
     if not rows:
         return "(no finished runs)\n"
     backdoor = any(r.get("final_asr_mean") is not None for r in rows)
@@ -102,6 +106,7 @@ def report(folders, *, pivot: bool = True, metric: str = "tail_accuracy") -> str
     """The markdown block for docs/RESULTS.md from one results folder or several (their
     runs pooled): comment lines naming the folders, the date, the code version(s) and the
     commands, a sentence saying what the numbers are, then :func:`markdown_table`."""
+    _check_metric(metric)
     from .runner import ResultsWriter, summarize
 
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
@@ -127,8 +132,6 @@ def report(folders, *, pivot: bool = True, metric: str = "tail_accuracy") -> str
             f"seeds {','.join(map(str, seeds))} -->\n")
     if commands:
         head += "".join(f"<!-- run: {c} -->\n" for c in commands)
-    if metric not in METRIC_TEXT:
-        raise ValueError(f"unknown metric {metric!r}; choose from {tuple(METRIC_TEXT)}")
     note = (f"{METRIC_TEXT[metric]}; "
             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
             + (" (mean [min, max] over seeds)" if len(seeds) > 1 else "") + f"; code {', '.join(versions)}.\n\n")

@@ -139,17 +139,29 @@ def edge_case_tail(data, params: dict):
                               target=target, angle=params.get("angle", 90.0))
 
 
+_BACKDOORS_MADE: dict = {}
+
+
 def cell_backdoor(data, attack: str, params: dict):
     """What a backdoor cell's attackers plant and the server measures the ASR of: the tail
     of :func:`edge_case_tail` for ``edge_case``, the trigger of :func:`cell_trigger` for
-    every other backdoor."""
-    return edge_case_tail(data, params) if attack == "edge_case" else cell_trigger(data, params)
+    every other backdoor. Made once per dataset object, attack and parameters in a process
+    (every attacker of every round, and the server's evaluation each round, ask again; the
+    default trigger scans the whole training set, the edge case rotates a class)."""
+    key = (id(data), attack, json.dumps(params, sort_keys=True, default=str))
+    made = _BACKDOORS_MADE.get(key)
+    if made is None or made[0] is not data:  # (data, backdoor): the id is only valid while data lives
+        if any(d is not data for d, _ in _BACKDOORS_MADE.values()):
+            _BACKDOORS_MADE.clear()  # another dataset now: keep one, as load_partitioned does
+        backdoor = edge_case_tail(data, params) if attack == "edge_case" else cell_trigger(data, params)
+        made = _BACKDOORS_MADE[key] = (data, backdoor)
+    return made[1]
 
 
 def backdoor_client(client, attack: str, params: dict, data, *, collusion, num_clients: int, num_malicious: int,
                     server_lr: float = 1.0):
     """``client`` (honest) turned into the backdoor attacker ``attack`` (one of
-    :data:`BACKDOORS`) with the trigger :func:`cell_trigger` of ``data`` and ``params``
+    :data:`BACKDOORS`) with the trigger (or tail) :func:`cell_backdoor` of ``data`` and ``params``
     (``trigger``, ``fraction`` = 0.5, ``gamma``, ``z``, ``alpha`` = 1.0, DBA's ``parts`` and
     ``part``, Neurotoxin's ``ratio`` and ``norm_bound``, the edge case's ``source``,
     ``target``, ``angle``, ``tail`` and ``norm_bound``; ``weight_factor`` /
@@ -170,10 +182,9 @@ def _backdoor_attacker(client, attack: str, params: dict, data, *, collusion, nu
     from ..clients.backdoor import AlieBackdoorClient, BackdoorClient, ModelReplacementClient
 
     fraction = float(params.get("fraction", 0.5))
+    trig = cell_backdoor(data, attack, params)  # the edge case's tail, or the cell's pixel trigger
     if attack == "edge_case":
-        return BackdoorClient(client, edge_case_tail(data, params), fraction=fraction,
-                              norm_bound=params.get("norm_bound"))
-    trig = cell_trigger(data, params)
+        return BackdoorClient(client, trig, fraction=fraction, norm_bound=params.get("norm_bound"))
     if attack == "backdoor":
         return BackdoorClient(client, trig, fraction=fraction)
     if attack == "model_replacement":
@@ -215,11 +226,12 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
         else:
             params.setdefault("num_clients", n)
             params.setdefault("num_malicious", m)
-            if "seed" in check_attack(attack).params and params.get("seed") is None:
+            spec = check_attack(attack)
+            if "seed" in spec.params and params.get("seed") is None:
                 # the attack's noise follows the run's seed (one independent draw per client
                 # and round): the same command gives the same numbers, in either engine
                 params["seed"] = int(config.get("seed", 0))
-            if "rule" in check_attack(attack).params and params.get("rule") is None:
+            if "rule" in spec.params and params.get("rule") is None:
                 # the adaptive attacker knows the server's rule (DETOX: its A1 after the vote)
                 params["rule"] = str(config.get("strategy", "mean")).removeprefix("detox-")
             client = MaliciousClient(client, attack, collusion=collusion, **params)
