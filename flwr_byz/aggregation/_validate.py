@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import is_torch_array
 
 # Columns processed at once by the chunked kernels: bounds the extra memory of every rule
 # to about ``n * CHUNK_COLUMNS`` floats, independent of d. Deliberately not a power of two:
@@ -19,12 +20,15 @@ def as_update_matrix(updates, *, check_finite: bool = True) -> np.ndarray:
     """Return ``updates`` as a C-contiguous floating (n, d) matrix, checked.
 
     float32 and float64 inputs keep their dtype (float64 is what the reference tests use);
-    any other real dtype is converted to float32. Raises ``ValueError`` naming the first
+    any other real dtype is converted to float32. A torch tensor stays a tensor on its
+    device (detached, contiguous; see :mod:`.backend`). Raises ``ValueError`` naming the first
     row that holds NaN or Inf. ``check_finite=False`` leaves that scan to the caller: the
     rules whose first pass over X propagates any NaN or Inf into a small result (the Gram
     matrix of the distance rules, the mean) check that result and only then scan X
     (:func:`raise_if_nonfinite`), which saves a pass over X on valid input.
     """
+    if is_torch_array(updates):
+        return _as_tensor_matrix(updates, check_finite)
     X = np.asarray(updates)
     if X.ndim != 2:
         raise ValueError(f"expected a 2-D (n, d) update matrix, got shape {X.shape}")
@@ -40,6 +44,26 @@ def as_update_matrix(updates, *, check_finite: bool = True) -> np.ndarray:
     return X
 
 
+def _as_tensor_matrix(updates, check_finite: bool):
+    """:func:`as_update_matrix` for a torch tensor: the same checks and conversions, on the
+    tensor's device."""
+    import torch
+
+    X = updates.detach()
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D (n, d) update matrix, got shape {tuple(X.shape)}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"empty update matrix of shape {tuple(X.shape)}")
+    if X.is_complex():
+        raise ValueError(f"update matrix must be real-valued, got dtype {X.dtype}")
+    if X.dtype not in (torch.float32, torch.float64):
+        X = X.to(torch.float32)
+    X = X.contiguous()
+    if check_finite:
+        raise_if_nonfinite(X)
+    return X
+
+
 def raise_if_nonfinite(X: np.ndarray, result: np.ndarray | None = None) -> None:
     """Raise ``ValueError`` naming the first row of ``X`` that holds NaN or Inf.
 
@@ -48,8 +72,11 @@ def raise_if_nonfinite(X: np.ndarray, result: np.ndarray | None = None) -> None:
     ``result`` is not finite, so that valid input costs no extra pass over X (a finite X
     whose result overflowed is scanned and passes).
     """
-    if result is not None and np.isfinite(result).all():
-        return
+    if result is not None:
+        if is_torch_array(result):
+            result = result.detach().cpu().numpy()
+        if np.isfinite(result).all():
+            return
     bad = nonfinite_rows(X)
     if bad.size:
         raise ValueError(f"update of client {int(bad[0])} holds NaN or Inf values")
@@ -58,6 +85,13 @@ def raise_if_nonfinite(X: np.ndarray, result: np.ndarray | None = None) -> None:
 def nonfinite_rows(X: np.ndarray) -> np.ndarray:
     """Indices of rows of ``X`` holding NaN or Inf (chunked, no (n, d) temporary)."""
     n, d = X.shape
+    if is_torch_array(X):
+        import torch
+
+        ok = torch.ones(n, dtype=torch.bool, device=X.device)
+        for a in range(0, d, CHUNK_COLUMNS):
+            ok &= torch.isfinite(X[:, a : a + CHUNK_COLUMNS]).all(dim=1)
+        return np.flatnonzero(~ok.cpu().numpy())
     ok = np.ones(n, dtype=bool)
     for a in range(0, d, CHUNK_COLUMNS):
         ok &= np.isfinite(X[:, a : a + CHUNK_COLUMNS]).all(axis=1)
@@ -73,6 +107,8 @@ def as_weights(weights, n: int) -> np.ndarray | None:
     """
     if weights is None:
         return None
+    if is_torch_array(weights):
+        weights = weights.detach().cpu().numpy()
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     if w.shape[0] != n:
         raise ValueError(f"got {w.shape[0]} weights for {n} updates")

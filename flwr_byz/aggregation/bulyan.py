@@ -44,7 +44,7 @@ def iterated_krum_selection(D: np.ndarray, f: int, theta: int) -> list[int]:
     return chosen
 
 
-@register_rule("bulyan", cost="O(n^2 d + d n log n)", bound=(4, 3), flower="Bulyan",
+@register_rule("bulyan", tensor_native=True, cost="O(n^2 d + d n log n)", bound=(4, 3), flower="Bulyan",
                paper="El Mhamdi, Guerraoui & Rouault, ICML 2018")
 def bulyan(updates, *, f: int, return_report: bool = False):
     """Bulyan over Krum (n >= 4f + 3), as defined by El Mhamdi et al. (2018).

@@ -17,13 +17,14 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 from ._validate import as_update_matrix, raise_if_nonfinite
+from .backend import as_like, is_tensor, to_numpy, zeros
 from .distances import distances_to
 from .mean import weighted_mean
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
-@register_rule("centered_clipping", cost="O(L n d), L iterations", bound=(2, 1), aliases=("cclip",), stateful=True, translation_equivariant=False,
+@register_rule("centered_clipping", tensor_native=True, cost="O(L n d), L iterations", bound=(2, 1), aliases=("cclip",), stateful=True, translation_equivariant=False,
                paper="Karimireddy, He & Jaggi, ICML 2021")
 def centered_clipping(
     updates,
@@ -52,11 +53,14 @@ def centered_clipping(
         raise ValueError(f"centered_clipping: tau must be > 0, got {tau}")
     if iterations < 1:
         raise ValueError(f"centered_clipping: iterations must be >= 1, got {iterations}")
-    v = np.zeros(d, dtype=X.dtype) if center is None else np.asarray(center, dtype=np.float64).reshape(-1)
-    v = v.astype(X.dtype)  # finite in X's precision too (a float64 centre beyond 3e38 is not)
-    if v.shape != (d,) or not np.all(np.isfinite(v)):
+    if center is None:
+        v = zeros(X, d)
+    else:  # finite in X's precision too (a float64 centre beyond 3e38 is not)
+        v = as_like(as_like(center, X, np.float64).reshape(-1), X)
+    if tuple(v.shape) != (d,) or not np.all(np.isfinite(to_numpy(v))):
         raise ValueError(f"centered_clipping: center must be a finite vector of length {d}")
-    axpy = get_blas_funcs("axpy", (X,))
+    tensor = is_tensor(X)
+    axpy = None if tensor else get_blas_funcs("axpy", (X,))
     scale = np.ones(n)
     for step in range(iterations):
         dist = distances_to(X, v)
@@ -67,9 +71,9 @@ def centered_clipping(
         # v + (1/n) sum_i s_i (x_i - v)  =  (sum_i s_i / n) * mean_s(x) + (1 - mean(s)) v,
         # mean_s the s-weighted mean (one BLAS product), the rest in place
         moved = weighted_mean(X, scale)
-        moved *= scale.sum() / n
+        moved *= float(scale.sum() / n) if tensor else scale.sum() / n
         if step or center is not None:  # v = 0 before the first step without a centre
-            moved = axpy(v, moved, a=1.0 - scale.mean())
+            moved = moved.add_(v, alpha=float(1.0 - scale.mean())) if tensor else axpy(v, moved, a=1.0 - scale.mean())
         v = moved
     agg = v
     if return_report:

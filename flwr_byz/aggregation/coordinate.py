@@ -8,15 +8,14 @@ All act on every coordinate independently and sort column chunks along contiguou
 
 from __future__ import annotations
 
-import numpy as np
-
 from ._validate import as_update_matrix
+from .backend import device_of, namespace
 from .kernels import closest_to_median_mean, coordinate_median, sorted_column_chunks
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
-@register_rule("median", cost="O(d n log n)", bound=(2, 1), flower="FedMedian", strategy="FedMedian", coordinate_wise=True,
+@register_rule("median", tensor_native=True, cost="O(d n log n)", bound=(2, 1), flower="FedMedian", strategy="FedMedian", coordinate_wise=True,
                aliases=("coordinate_median",), paper="Yin, Chen, Ramchandran & Bartlett, ICML 2018")
 def median(updates, *, f: int = 0, return_report: bool = False):
     """Coordinate-wise median.
@@ -37,7 +36,7 @@ def median(updates, *, f: int = 0, return_report: bool = False):
     return (agg, AggregationReport("median", n, f)) if return_report else agg
 
 
-@register_rule("trimmed_mean", cost="O(d n log n)", bound=(2, 1), flower="FedTrimmedAvg", strategy="FedTrimmedAvg",
+@register_rule("trimmed_mean", tensor_native=True, cost="O(d n log n)", bound=(2, 1), flower="FedTrimmedAvg", strategy="FedTrimmedAvg",
                coordinate_wise=True, paper="Yin, Chen, Ramchandran & Bartlett, ICML 2018")
 def trimmed_mean(updates, *, f: int, return_report: bool = False):
     """Coordinate-wise trimmed mean: drop the f largest and f smallest values, average the rest.
@@ -54,16 +53,17 @@ def trimmed_mean(updates, *, f: int, return_report: bool = False):
     X = as_update_matrix(updates)
     n, d = X.shape
     check_bound("trimmed_mean", n, f)
+    xp = namespace(X)
     if f == 0:
-        agg = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
+        agg = xp.astype(xp.sum(X, axis=0, dtype=xp.float64) / n, X.dtype)
     else:
-        agg = np.empty(d, dtype=X.dtype)
+        agg = xp.empty(d, dtype=X.dtype, device=device_of(X))
         for a, part in sorted_column_chunks(X):
-            agg[a : a + len(part)] = part[:, f : n - f].mean(axis=1, dtype=np.float64)
+            agg[a : a + part.shape[0]] = xp.sum(part[:, f : n - f], axis=1, dtype=xp.float64) / (n - 2 * f)
     return (agg, AggregationReport("trimmed_mean", n, f, details={"trimmed_per_side": f})) if return_report else agg
 
 
-@register_rule("meamed", cost="O(d n log n)", bound=(2, 1), aliases=("mean_around_median", "mean-around-median"), coordinate_wise=True,
+@register_rule("meamed", tensor_native=True, cost="O(d n log n)", bound=(2, 1), aliases=("mean_around_median", "mean-around-median"), coordinate_wise=True,
                paper='Xie, Koyejo & Gupta, "Generalized Byzantine-tolerant SGD", arXiv:1802.10116, 2018')
 def meamed(updates, *, f: int, return_report: bool = False):
     """Mean around the median (Meamed): per coordinate, the mean of the n - f values closest

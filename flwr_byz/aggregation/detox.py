@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import as_update_matrix
+from .backend import arrays_equal, device_of, namespace, row_index, zeros
 from .kernels import coordinate_median
 from .distances import distances_to, pairwise_sq_distances
 from .mean import weighted_mean
@@ -97,13 +98,13 @@ def majority_vote(G, *, tolerance: float | None = None, group_size: int | None =
         label = np.empty(rows, dtype=int)
         reps: list[int] = []
         for i in range(rows):
-            label[i] = next((k for k, j in enumerate(reps) if np.array_equal(G[i], G[j])), len(reps))
+            label[i] = next((k for k, j in enumerate(reps) if arrays_equal(G[i], G[j])), len(reps))
             if label[i] == len(reps):
                 reps.append(i)
         agree = label[:, None] == label[None, :]
     else:
-        G = np.stack(G)
-        norms = distances_to(G, np.zeros(G.shape[1], dtype=G.dtype))
+        G = namespace(G[0]).stack(G)
+        norms = distances_to(G, zeros(G, G.shape[1]))
         dist = np.sqrt(pairwise_sq_distances(G))
         # A row whose norm or distances overflow agrees with no row, itself included (inf <= inf
         # would otherwise let one huge update "agree" with every member and win the vote).
@@ -115,7 +116,7 @@ def majority_vote(G, *, tolerance: float | None = None, group_size: int | None =
     if counts[best] * 2 <= r:
         return None, []
     members = np.flatnonzero(agree[best]).tolist()
-    update = G[best] if tolerance is None else weighted_mean(G[members])  # a view in exact mode
+    update = G[best] if tolerance is None else weighted_mean(G[row_index(G, members)])  # a view in exact mode
     return update, members
 
 
@@ -149,7 +150,8 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
     r = int(group_size or max(len(g) for g in groups))
     if r % 2 == 0:
         raise ValueError(f"DETOX group size must be odd, got {r}")
-    W = np.empty((len(groups), X.shape[1]), dtype=X.dtype)
+    xp = namespace(X)
+    W = xp.empty((len(groups), X.shape[1]), dtype=X.dtype, device=device_of(X))
     winning_rows, won_groups = [], []
     for gi, g in enumerate(groups):
         if not g:
@@ -175,7 +177,7 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
         combine = weighted_mean if a0 == "mean" else coordinate_median
         if a0 not in ("mean", "median"):
             raise ValueError(f"DETOX A0 must be None, 'mean' or 'median', got {a0!r}")
-        W = np.stack([combine(W[p]) for p in parts])
+        W = xp.stack([combine(W[row_index(W, p)]) for p in parts])
     t_a0 = time.perf_counter() - t1
     t2 = time.perf_counter()
     agg, inner = RobustAggregator(a1, f=f1, pre=pre, **(a1_params or {}))(W, **(a1_inputs or {}))

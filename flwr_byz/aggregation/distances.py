@@ -28,6 +28,10 @@ recomputed, in this order, until none is left:
 3. Whatever is left is computed directly, |x_i - x_j|^2 from the differences (one pass over
    X per row involved, float64 where float32 overflows): exact up to the rounding of the sum.
    Only distances beyond float64's range come out as ``inf``.
+
+On a torch tensor (:mod:`.backend`) the passes over X run on its device: the centred chunks'
+products in X's precision without TF32, accumulated in float64, and the direct distances
+from float64 differences; the small (n, n) matrices are NumPy arrays on the host.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ._validate import raise_if_nonfinite
+from .backend import as_like, chunk_width, exact_float32_products, is_tensor, row_index, rows_equal, to_numpy
 from .kernels import coordinate_median
 
 # An off-diagonal entry below this fraction of |c_i|^2 + |c_j|^2 (c = centred rows) is not
@@ -55,6 +60,8 @@ GRAM_COLUMNS = 7_500
 def _centred_gram(X: np.ndarray, chunk_columns: int, robust: bool, rows=None) -> np.ndarray:
     """Gram matrix of the rows of X (of ``X[rows]`` when given), each chunk of columns
     centred at its column mean (at its coordinate-wise median when ``robust``)."""
+    if is_tensor(X):
+        return _centred_gram_tensor(X, chunk_columns, robust, rows)
     d = X.shape[1]
     k = X.shape[0] if rows is None else len(rows)
     G = np.zeros((k, k), dtype=np.float64)
@@ -75,6 +82,22 @@ def _centred_gram(X: np.ndarray, chunk_columns: int, robust: bool, rows=None) ->
     return G
 
 
+def _centred_gram_tensor(X, chunk_columns: int, robust: bool, rows=None) -> np.ndarray:
+    """:func:`_centred_gram` on a tensor's device; returns the float64 NumPy matrix."""
+    idx = None if rows is None else row_index(X, rows)
+    k = X.shape[0] if rows is None else len(rows)
+    G = as_like(np.zeros((k, k)), X, np.float64)
+    average = as_like(np.full(k, 1.0 / k), X)
+    step = chunk_width(X, k, chunk_columns)
+    with exact_float32_products():
+        for a in range(0, X.shape[1], step):
+            block = X[:, a : a + step] if idx is None else X[idx, a : a + step]
+            centre = coordinate_median(block) if robust else average @ block
+            centred = block - centre
+            G += (centred @ centred.T).double()
+    return to_numpy(G)
+
+
 def _duplicates_verified(X: np.ndarray, same: np.ndarray, rows: np.ndarray) -> bool:
     """True when the rows that look identical after centring are bit-identical in X.
 
@@ -86,7 +109,7 @@ def _duplicates_verified(X: np.ndarray, same: np.ndarray, rows: np.ndarray) -> b
     rep = np.argmax(same, axis=1)  # first row of each group of centred-identical rows
     if np.any(same != (rep[:, None] == rep[None, :])):
         return False
-    return all(np.array_equal(X[rows[i]], X[rows[rep[i]]]) for i in np.flatnonzero(rep != np.arange(k)))
+    return all(rows_equal(X, int(rows[i]), int(rows[rep[i]])) for i in np.flatnonzero(rep != np.arange(k)))
 
 
 def _distances_from_gram(X: np.ndarray, G: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +150,17 @@ def sq_distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
     in float64. A step whose float32 differences or squares overflow (entries beyond about
     1e19) is redone in float64, so a huge but finite update gets its true, finite distance.
     Each row's distance depends on that row alone, never on the other rows or their order.
+    On a tensor X (``v`` a tensor or an array) the differences are taken in float64 on X's
+    device, a chunk of columns for all rows at once; the result is a NumPy array.
     """
+    if is_tensor(X):
+        v64 = as_like(v, X, np.float64).reshape(-1)
+        acc = as_like(np.zeros(X.shape[0]), X, np.float64)
+        step = chunk_width(X, X.shape[0], ROW_STEP // 4)
+        for a in range(0, X.shape[1], step):
+            diff = X[:, a : a + step].double() - v64[a : a + step]
+            acc += (diff * diff).sum(dim=1)
+        return to_numpy(acc)
     n, d = X.shape
     sq = np.zeros(n)
     step = min(ROW_STEP, d)
@@ -197,7 +230,7 @@ def pairwise_sq_distances(X: np.ndarray, chunk_columns: int = GRAM_COLUMNS) -> n
         for i in np.flatnonzero(unresolved.any(axis=1)):
             todo = unresolved[i]
             if todo.any():
-                direct = sq_distances_to(X, X[i])
+                direct = sq_distances_to(X, X[int(i)])
                 D[i, todo] = D[todo, i] = direct[todo]
                 unresolved[i, todo] = unresolved[todo, i] = False
     return D

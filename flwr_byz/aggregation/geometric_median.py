@@ -36,6 +36,7 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 from ._validate import as_update_matrix, as_weights, raise_if_nonfinite
+from .backend import is_tensor, rows_equal, to_numpy
 from .kernels import coordinate_median
 from .distances import ROW_STEP, distances_to
 from .registry import check_bound, register_rule
@@ -65,20 +66,29 @@ def _by_content(X: np.ndarray, rows) -> list:
     classes: list[list[int]] = []
     for r in rows:
         for members in classes:
-            if np.array_equal(X[members[0]], X[r]):
+            if rows_equal(X, members[0], int(r)):
                 members.append(int(r))
                 break
         else:
             classes.append([int(r)])
     if len(classes) > 1:
-        classes.sort(key=lambda members: hashlib.blake2b(memoryview(X[members[0]]), digest_size=16).digest())
+        classes.sort(key=lambda members: hashlib.blake2b(memoryview(to_numpy(X[members[0]])),
+                                                         digest_size=16).digest())
     return [r for members in classes for r in members]
 
 
 def _weighted_sum(X: np.ndarray, w: np.ndarray, order: np.ndarray) -> np.ndarray:
     """sum_i w_i x_i in X's precision, adding the rows in ``order`` (BLAS axpy, in steps of
     columns so that the partial sum stays in cache): the same bits for the same set of
-    (row, weight) pairs, whatever their positions in X."""
+    (row, weight) pairs, whatever their positions in X. On a tensor X: one in-place
+    ``add_`` per row on its device, in the same order."""
+    if is_tensor(X):
+        import torch
+
+        out = torch.zeros(X.shape[1], dtype=X.dtype, device=X.device)
+        for i in order:
+            out.add_(X[int(i)], alpha=float(w[i]))
+        return out
     axpy = get_blas_funcs("axpy", (X,))
     out = np.zeros(X.shape[1], dtype=X.dtype)
     for a in range(0, X.shape[1], ROW_STEP):
@@ -97,7 +107,7 @@ def _objective(alpha: np.ndarray, dist: np.ndarray) -> float:
     return math.fsum(alpha[finite] * dist[finite])
 
 
-@register_rule("geometric_median", cost="O(T n d), T Weiszfeld steps", bound=(2, 1), aliases=("rfa",),
+@register_rule("geometric_median", tensor_native=True, cost="O(T n d), T Weiszfeld steps", bound=(2, 1), aliases=("rfa",),
                paper="Pillutla, Kakade & Harchaoui, IEEE Trans. Signal Processing 2022 (RFA)")
 def geometric_median(
     updates,

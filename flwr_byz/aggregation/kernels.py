@@ -1,6 +1,8 @@
 """Shared kernels of the rules: sorted column chunks, the coordinate-wise median, the mean
 of the values closest to the median. Any rule may import them (they import nothing but the
-chunk size), so a coordinate-wise rule never needs another rule's module.
+chunk size and the backend seam), so a coordinate-wise rule never needs another rule's
+module. Each takes a NumPy array or a torch tensor (:mod:`.backend`): the length-d results
+stay on X's backend and device, the per-row ones are float64 NumPy arrays.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import CHUNK_COLUMNS
+from .backend import as_like, chunk_width, device_of, is_tensor, namespace, row_index, to_numpy
 
 
 def sorted_column_chunks(X: np.ndarray, rows=None):
@@ -18,8 +21,19 @@ def sorted_column_chunks(X: np.ndarray, rows=None):
     Sorting along contiguous rows of a transposed copy is much faster than any operation
     along axis 0; and at the row lengths of a federated round (tens to hundreds of clients)
     numpy's vectorised sort (numpy >= 2) is as fast as a single ``np.partition``, so the
-    coordinate rules take every order statistic they need from one sort.
+    coordinate rules take every order statistic they need from one sort. On a tensor each
+    chunk is a fresh sorted (c, n) tensor on X's device (wider chunks on CUDA).
     """
+    if is_tensor(X):
+        import torch
+
+        idx = None if rows is None else row_index(X, rows)
+        k = X.shape[0] if rows is None else len(rows)
+        step = chunk_width(X, k)
+        for a in range(0, X.shape[1], step):
+            chunk = X[:, a : a + step] if idx is None else X[idx, a : a + step]
+            yield a, torch.sort(chunk.T, dim=1).values
+        return
     n, d = (X.shape[0] if rows is None else len(rows)), X.shape[1]
     buf = np.empty((min(CHUNK_COLUMNS, d), n), dtype=X.dtype)  # no fresh pages per chunk
     for a in range(0, d, CHUNK_COLUMNS):
@@ -32,15 +46,18 @@ def sorted_column_chunks(X: np.ndarray, rows=None):
 
 def coordinate_median(X: np.ndarray) -> np.ndarray:
     """Coordinate-wise median of the rows of an already validated matrix (chunked)."""
+    xp = namespace(X)
     n, d = X.shape
-    out = np.empty(d, dtype=X.dtype)
+    out = xp.empty(d, dtype=X.dtype, device=device_of(X))
     lo, hi = (n - 1) // 2, n // 2
     for a, part in sorted_column_chunks(X):
+        c = part.shape[0]
         if lo == hi:
-            out[a : a + len(part)] = part[:, hi]
+            out[a : a + c] = part[:, hi]
         else:  # even n: the mean of the two middle values
-            out[a : a + len(part)] = 0.5 * (part[:, lo].astype(np.float64) + part[:, hi])
+            out[a : a + c] = 0.5 * (xp.astype(part[:, lo], xp.float64) + part[:, hi])
     return out
+
 
 
 def _window_means(block: np.ndarray, lo: int, hi: int, beta: int) -> np.ndarray:
@@ -57,20 +74,22 @@ def _window_means(block: np.ndarray, lo: int, hi: int, beta: int) -> np.ndarray:
     the small ones inside it): the columns every candidate window holds in one slice, the
     others column by column where they fall inside the row's window.
     """
+    xp, dev = namespace(block), device_of(block)
     theta = block.shape[1]
-    med = 0.5 * (block[:, lo].astype(np.float64) + block[:, hi])
+    med = 0.5 * (xp.astype(block[:, lo], xp.float64) + block[:, hi])
     i0, i1 = max(lo - beta + 1, 0), min(hi, theta - beta)  # first and last candidate starts
-    start = np.full(block.shape[0], i0)
+    start = xp.full(block.shape[0], i0, dtype=xp.int64, device=dev)
     for s in range(i0 + 1, i1 + 1):
-        start += (block[:, s + beta - 1] - med) < (med - block[:, s - 1])
+        start += xp.astype((block[:, s + beta - 1] - med) < (med - block[:, s - 1]), xp.int64)
     core_lo, core_hi = i1, i0 + beta  # columns inside every candidate window
     if core_lo < core_hi:
-        total = block[:, core_lo:core_hi].sum(axis=1, dtype=np.float64)
+        total = xp.sum(block[:, core_lo:core_hi], axis=1, dtype=xp.float64)
     else:
-        total = np.zeros(block.shape[0])
+        total = xp.zeros(block.shape[0], dtype=xp.float64, device=dev)
     for j in range(i0, i1 + beta):
         if not core_lo <= j < core_hi:
-            total += np.where((start <= j) & (j < start + beta), block[:, j], 0.0)
+            inside = (start <= j) & (j < start + beta)
+            total += xp.where(inside, xp.astype(block[:, j], xp.float64), xp.zeros_like(total))
     return total / beta
 
 
@@ -84,7 +103,7 @@ def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
     """
     rows = None if rows is None else np.sort(np.asarray(rows))
     theta = X.shape[0] if rows is None else rows.size
-    out = np.empty(X.shape[1], dtype=X.dtype)
+    out = namespace(X).empty(X.shape[1], dtype=X.dtype, device=device_of(X))
     lo, hi = (theta - 1) // 2, theta // 2  # the middle positions (equal for odd theta)
     for a, block in sorted_column_chunks(X, rows):
         out[a : a + len(block)] = _window_means(block, lo, hi, beta)
@@ -94,7 +113,15 @@ def closest_to_median_mean(X: np.ndarray, rows, beta: int) -> np.ndarray:
 def row_dots(X: np.ndarray, v: np.ndarray) -> np.ndarray:
     """<x_i, v> for every row of X, float64 (n,): each column chunk of X is widened to
     float64 before its product, so nearly orthogonal or nearly equal rows keep their true
-    products (no float32 accumulation). Extra memory: one (n, CHUNK_COLUMNS) float64 block."""
+    products (no float32 accumulation). Extra memory: one (n, CHUNK_COLUMNS) float64 block.
+    On a tensor X (``v`` a tensor or an array) the products run on X's device."""
+    if is_tensor(X):
+        v64 = as_like(v, X, np.float64).reshape(-1)
+        acc = as_like(np.zeros(X.shape[0]), X, np.float64)
+        step = chunk_width(X, X.shape[0])
+        for a in range(0, X.shape[1], step):
+            acc += X[:, a : a + step].double() @ v64[a : a + step]
+        return to_numpy(acc)
     v = np.asarray(v, dtype=np.float64).reshape(-1)
     out = np.zeros(X.shape[0])
     with np.errstate(over="ignore", invalid="ignore"):

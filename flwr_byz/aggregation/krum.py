@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_update_matrix, as_weights
+from .backend import copy_row
 from .distances import pairwise_sq_distances
 from .mean import weighted_mean
 from .registry import check_bound, register_rule
@@ -38,7 +39,7 @@ def _ranked(scores: np.ndarray) -> np.ndarray:
     return np.argsort(scores, kind="stable")
 
 
-@register_rule("krum", cost="O(n^2 d)", bound=(2, 3), flower="Krum",
+@register_rule("krum", tensor_native=True, cost="O(n^2 d)", bound=(2, 3), flower="Krum",
                paper="Blanchard, El Mhamdi, Guerraoui & Stainer, NeurIPS 2017")
 def krum(updates, *, f: int, return_report: bool = False):
     """Krum: the single update with the lowest Krum score (n >= 2f + 3).
@@ -53,13 +54,13 @@ def krum(updates, *, f: int, return_report: bool = False):
     check_bound("krum", n, f)
     scores = krum_scores(pairwise_sq_distances(X), f)
     best = int(_ranked(scores)[0])
-    agg = X[best].copy()
+    agg = copy_row(X, best)
     if return_report:
         return agg, AggregationReport("krum", n, f, selected=[best], scores=scores)
     return agg
 
 
-@register_rule("multi_krum", cost="O(n^2 d)", bound=(2, 3), flower="MultiKrum", strategy="MultiKrum",
+@register_rule("multi_krum", tensor_native=True, cost="O(n^2 d)", bound=(2, 3), flower="MultiKrum", strategy="MultiKrum",
                paper="Blanchard, El Mhamdi, Guerraoui & Stainer, NeurIPS 2017")
 def multi_krum(updates, *, f: int, m: int | None = None, weights=None, return_report: bool = False):
     """Multi-Krum: the (weighted) average of the m updates with the lowest Krum scores.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_update_matrix, as_weights, raise_if_nonfinite
+from .backend import as_like, is_tensor, zeros
 from .registry import NO_TOLERANCE, check_bound, register_rule
 from .report import AggregationReport
 
@@ -23,10 +24,12 @@ def weighted_mean(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     well below the rounding of float32 inputs for the n of a federated round (the reference
     tests check it against a float64 mean). The rounding depends on the order of the rows;
     the geometric median, whose stopping test would notice, sums in an order of its own
-    (see ``geometric_median``).
+    (see ``geometric_median``). On a tensor X the product runs on its device.
     """
     n = X.shape[0]
     w = np.full(n, 1.0 / n) if w is None else np.asarray(w, dtype=np.float64) / np.sum(w)
+    if is_tensor(X):
+        return as_like(w, X) @ X
     return w.astype(X.dtype) @ X
 
 
@@ -41,11 +44,13 @@ def subset_mean(X: np.ndarray, rows, scale=None) -> np.ndarray:
     if scale is None:
         return weighted_mean(X, w)
     if not w.any():
-        return np.zeros(X.shape[1], X.dtype)
+        return zeros(X, X.shape[1])
+    if is_tensor(X):
+        return (weighted_mean(X, w).double() * float(w.sum() / rows.size)).to(X.dtype)
     return (weighted_mean(X, w) * (w.sum() / rows.size)).astype(X.dtype)
 
 
-@register_rule("mean", cost="O(n d)", bound=lambda f: 1 if f == 0 else NO_TOLERANCE, flower="FedAvg",
+@register_rule("mean", tensor_native=True, cost="O(n d)", bound=lambda f: 1 if f == 0 else NO_TOLERANCE, flower="FedAvg",
                strategy="RobustFedAvg", aliases=("fedavg",), bound_text="(no tolerance: f must be 0)",
                paper="McMahan et al., AISTATS 2017")
 def mean(updates, *, weights=None, f: int = 0, return_report: bool = False):

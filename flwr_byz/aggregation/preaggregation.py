@@ -16,13 +16,17 @@
   Stephan, "Fixing by Mixing: A Recipe for Optimal Byzantine ML under Heterogeneity",
   AISTATS 2023. Replace every update by the average of its n - f nearest updates
   (itself included); n stays n.
+
+Each takes a NumPy array or a torch tensor and returns the same kind, on the same device
+(:mod:`.backend`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._validate import CHUNK_COLUMNS, as_update_matrix, check_f
+from ._validate import as_update_matrix, check_f
+from .backend import as_like, chunk_width, device_of, is_tensor, namespace, row_index, to_numpy, zeros
 from .distances import distances_to, pairwise_sq_distances
 
 
@@ -32,12 +36,12 @@ def clip_norms(updates, *, threshold: float | None = None) -> np.ndarray:
     ``threshold=None`` uses the median of the rows' norms.
     """
     X = as_update_matrix(updates)
-    norms = distances_to(X, np.zeros(X.shape[1], dtype=X.dtype))
+    norms = distances_to(X, zeros(X, X.shape[1]))
     c = float(np.median(norms)) if threshold is None else float(threshold)
     if not c > 0:
-        return X.copy() if threshold is None else np.zeros_like(X)
+        return (X.clone() if is_tensor(X) else X.copy()) if threshold is None else namespace(X).zeros_like(X)
     scale = c / np.maximum(norms, c)  # = min(1, c / |x_i|), no division by 0
-    return (X * scale[:, None].astype(X.dtype)).astype(X.dtype)
+    return X * as_like(scale[:, None], X)
 
 
 def adaptive_robust_clipping(updates, *, f: int) -> np.ndarray:
@@ -55,15 +59,15 @@ def adaptive_robust_clipping(updates, *, f: int) -> np.ndarray:
     n = X.shape[0]
     check_f("adaptive_robust_clipping", n, f, a=2, b=0, formula="2f")
     k = int(2 * f * (n - f) // n)  # floor(2 (f / n) (n - f)), exact in integers
-    out = X.copy()
+    out = X.clone() if is_tensor(X) else X.copy()
     if k == 0:
         return out
-    norms = distances_to(X, np.zeros(X.shape[1], dtype=X.dtype))
+    norms = distances_to(X, zeros(X, X.shape[1]))
     order = np.argsort(norms, kind="stable")
     threshold = norms[order[n - k - 1]]
     for i in order[n - k:]:
         if norms[i] > threshold:
-            out[i] *= X.dtype.type(threshold / norms[i])
+            out[int(i)] *= as_like(threshold / norms[i], X)
     return out
 
 
@@ -80,10 +84,12 @@ def bucketing(updates, *, s: int = 2, seed: int | None = None, weights=None):
         raise ValueError(f"bucketing: bucket size s must be >= 1, got {s}")
     perm = np.random.default_rng(seed).permutation(n)
     buckets = [perm[i : i + s] for i in range(0, n, s)]
-    out = np.empty((len(buckets), X.shape[1]), dtype=X.dtype)
-    for b, idx in enumerate(buckets):
-        out[b] = (X[idx].astype(np.float64) / len(idx)).sum(axis=0)  # divided first: no overflow
-    bw = None if weights is None else np.array([np.asarray(weights, float)[idx].sum() for idx in buckets])
+    xp = namespace(X)
+    out = xp.empty((len(buckets), X.shape[1]), dtype=X.dtype, device=device_of(X))
+    for b, idx in enumerate(buckets):  # divided first: no overflow
+        out[b] = xp.sum(xp.astype(X[row_index(X, idx)], xp.float64) / len(idx), axis=0)
+    w = None if weights is None else np.asarray(to_numpy(weights), float)
+    bw = None if w is None else np.array([w[idx].sum() for idx in buckets])
     return out, [sorted(int(i) for i in idx) for idx in buckets], bw
 
 
@@ -95,9 +101,11 @@ def nearest_neighbor_mixing(updates, *, f: int) -> np.ndarray:
     D = pairwise_sq_distances(X)
     k = n - f
     order = np.argsort(D + np.diag(np.full(n, -1.0)), axis=1, kind="stable")[:, :k]  # self first
-    M = np.zeros((n, n), dtype=X.dtype)
+    M = np.zeros((n, n), dtype=np.float64)
     np.put_along_axis(M, order, 1.0 / k, axis=1)
-    out = np.empty_like(X)
-    for a in range(0, d, CHUNK_COLUMNS):
-        out[:, a : a + CHUNK_COLUMNS] = M @ X[:, a : a + CHUNK_COLUMNS]
+    M = as_like(M, X)
+    out = namespace(X).empty_like(X)
+    step = chunk_width(X, n)
+    for a in range(0, d, step):
+        out[:, a : a + step] = M @ X[:, a : a + step]
     return out

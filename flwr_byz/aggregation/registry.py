@@ -16,12 +16,14 @@ No Flower import here.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ._validate import check_f
+from .backend import is_tensor, via_host
 
 # The per-round inputs a strategy passes to a rule that takes them (by keyword), besides the
 # updates: centered clipping's centre, ClippedClustering's norm history, FoolsGold's
@@ -50,6 +52,8 @@ class RuleSpec:
             for the tests and docs (``stateful``: the strategy passes the previous round's
             aggregate as ``center``).
         cost: time in n (updates), d (coordinates) and f, for the docs' rule table.
+        tensor_native: the rule runs on a torch tensor's device (:mod:`.backend`); the
+            others, given a tensor, compute on a NumPy copy and return a tensor.
     """
 
     name: str
@@ -66,6 +70,7 @@ class RuleSpec:
     needs_global: bool = False
     cost: str = ""
     params: dict = field(default_factory=dict)
+    tensor_native: bool = False
 
     @property
     def weighted(self) -> bool:
@@ -174,15 +179,31 @@ REGISTRY = _Registry()
 RULES: Mapping[str, Callable] = _Functions()
 
 
+def _tensors_via_host(fn: Callable) -> Callable:
+    """``fn``, taking a torch tensor too: on a NumPy copy, its aggregate returned as a tensor."""
+
+    @functools.wraps(fn)
+    def rule(updates, **kwargs):
+        if is_tensor(updates):
+            return via_host(fn, updates, kwargs)
+        return fn(updates, **kwargs)
+
+    return rule
+
+
 def register_rule(name: str, *, bound, paper: str, cost: str = "", **flags):
     """Decorator declaring a rule (see :class:`RuleSpec` for the fields). The rule's own
-    parameters and their defaults are read from its signature."""
+    parameters and their defaults are read from its signature. The function it returns
+    (and registers) takes a torch tensor too: a rule declared ``tensor_native=True`` gets
+    it as is, any other a NumPy copy, its aggregate coming back as a tensor on the input's
+    device (:func:`~flwr_byz.aggregation.backend.via_host`)."""
 
     def deco(fn: Callable) -> Callable:
         params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
                   if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_PARAMS}
-        REGISTRY.add(RuleSpec(name=name, fn=fn, bound=bound, paper=paper, cost=cost, params=params, **flags))
-        return fn
+        rule = fn if flags.get("tensor_native") else _tensors_via_host(fn)
+        REGISTRY.add(RuleSpec(name=name, fn=rule, bound=bound, paper=paper, cost=cost, params=params, **flags))
+        return rule
 
     return deco
 

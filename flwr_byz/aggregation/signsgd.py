@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import CHUNK_COLUMNS, as_update_matrix
+from .backend import device_of, namespace, to_numpy
 from .registry import check_bound, register_rule
 from .report import AggregationReport
 
 
-@register_rule("signsgd_majority", cost="O(n d)", bound=(2, 1), strategy="SignSGDMajority", coordinate_wise=True,
+@register_rule("signsgd_majority", tensor_native=True, cost="O(n d)", bound=(2, 1), strategy="SignSGDMajority", coordinate_wise=True,
                translation_equivariant=False, paper="Bernstein, Zhao, Azizzadenesheli & Anandkumar, ICLR 2019")
 def sign_majority_vote(updates, *, f: int = 0, server_lr: float = 1e-3, return_report: bool = False):
     """Majority vote of the clients' signs, scaled by the server step size.
@@ -31,14 +32,15 @@ def sign_majority_vote(updates, *, f: int = 0, server_lr: float = 1e-3, return_r
     X = as_update_matrix(updates)
     n, d = X.shape
     check_bound("signsgd_majority", n, f)
-    agg = np.empty(d, dtype=X.dtype)
+    xp = namespace(X)
+    agg = xp.empty(d, dtype=X.dtype, device=device_of(X))
     agree = np.zeros(n)
     for a in range(0, d, CHUNK_COLUMNS):
-        signs = np.sign(X[:, a : a + CHUNK_COLUMNS]).astype(np.int8)
-        vote = np.sign(signs.sum(axis=0, dtype=np.int64))
-        agg[a : a + CHUNK_COLUMNS] = server_lr * vote
+        signs = xp.astype(xp.sign(X[:, a : a + CHUNK_COLUMNS]), xp.int8)
+        vote = xp.sign(xp.sum(signs, axis=0, dtype=xp.int64))
+        agg[a : a + CHUNK_COLUMNS] = xp.astype(vote, X.dtype) * server_lr
         if return_report:
-            agree += (signs == vote).sum(axis=1)
+            agree += to_numpy(xp.sum(xp.astype(signs == vote, xp.int64), axis=1))
     if return_report:
         return agg, AggregationReport(
             "signsgd_majority", n, f, scores=agree / d, details={"server_lr": float(server_lr)}
