@@ -147,3 +147,44 @@ def test_centred_clipping_takes_a_tensor_centre():
     expected = REGISTRY["centered_clipping"].fn(X, f=F, tau=1.0, iterations=3, center=c)
     got = REGISTRY["centered_clipping"].fn(torch.from_numpy(X), f=F, tau=1.0, iterations=3, center=torch.from_numpy(c))
     _close(expected.astype(np.float64), got.numpy().astype(np.float64), np.float32)
+
+
+def _round(rule: str, device, *, momentum: float = 0.9, **params):
+    """Three rounds of RobustRound on 9 replies (two Byzantine) of a two-array model."""
+    from flwr_byz.strategies.robust_round import RobustRound
+
+    rr = RobustRound(RobustAggregator(rule, f=2, **params), server_momentum=momentum,
+                     use_history_center=REGISTRY[rule].stateful)
+    rr.device = device  # what device="cuda" sets; "cpu" here runs the torch path on the CPU
+    rng = np.random.default_rng(5)
+    g = [np.zeros((3, 4), np.float32), np.zeros(5, np.float64)]
+    for server_round in (1, 2, 3):
+        replies = [(c, [a + rng.normal(scale=0.1, size=a.shape).astype(a.dtype) for a in g], None) for c in range(7)]
+        replies += [(7 + k, [a - 5.0 for a in g], None) for k in range(2)]
+        g, _, _ = rr.run(server_round, g, None, replies, {})
+    return g, rr.history
+
+
+@pytest.mark.parametrize("rule", ["krum", "trimmed_mean", "geometric_median", "centered_clipping", "dnc"])
+def test_a_strategy_round_on_the_torch_path_gives_the_numpy_model(rule):
+    params = {"seed": 0} if "seed" in REGISTRY[rule].params else {}
+    expected, h1 = _round(rule, None, **params)
+    got, h2 = _round(rule, "cpu", **params)
+    assert [h["selected"] for h in h2] == [h["selected"] for h in h1]
+    for a, b in zip(expected, got):
+        assert isinstance(b, np.ndarray) and b.dtype == a.dtype  # new global arrays: host, the model's dtypes
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_device_option_resolves_and_refuses_clearly():
+    from flwr_byz.aggregation.backend import resolve_device
+    from flwr_byz.strategies import Krum
+
+    assert resolve_device("cpu") is None and resolve_device(None) is None
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else None)
+    with pytest.raises(ValueError, match="'cpu', 'cuda'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            Krum(num_malicious_nodes=1, device="cuda")
+    assert Krum(num_malicious_nodes=1, device="auto").robust.device == resolve_device("auto")

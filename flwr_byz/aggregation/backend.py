@@ -140,6 +140,29 @@ def exact_float32_products():
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def resolve_device(device: str | None) -> str | None:
+    """A strategy's ``device`` option as the torch device its rounds aggregate on, or None
+    for the NumPy path on the CPU: ``"cpu"`` (or None) -> None; ``"auto"`` -> ``"cuda"``
+    when torch sees a CUDA device, else None; ``"cuda"`` / ``"cuda:N"`` as they are.
+    ``ValueError`` for another name, or for CUDA when torch sees none."""
+    name = "cpu" if device is None else str(device).strip().lower()
+    if name == "cpu":
+        return None
+    try:
+        import torch
+    except ImportError as err:
+        raise ValueError(f"device={device!r} needs torch installed") from err
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else None
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but torch sees no CUDA device (use 'auto' to fall back to the CPU)")
+        if name != "cuda" and int(name[5:]) >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+        return name
+    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+
+
 # The per-round inputs a rule may take besides the updates, which :func:`via_host` moves to
 # the host with them (weights too).
 _HOST_INPUTS = ("weights", "center", "server_update", "global_model")

@@ -39,6 +39,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "num-malicious": 0,
     "attack-params": "{}",
     "results-dir": "results/app",
+    "device": "cpu",
 }
 
 # Keys of the round's train config (sent by the server; read by TorchClient.honest_update).
@@ -101,6 +102,7 @@ def build_strategy(settings: dict):
     ``"weight_cap"``), the reputation layer (``"reputation": {"decay": 0.9, "threshold":
     0.3}``) and FLTrust's root dataset (``"root_size": 100`` training examples of the run's
     dataset, the server's own): :func:`flwr_byz.strategies.options.split_strategy_params`.
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``): where the rule computes.
     """
     from .. import strategies
     from ..strategies.options import server_update_for, split_strategy_params
@@ -116,6 +118,7 @@ def build_strategy(settings: dict):
         fraction_train=float(settings["fraction-train"]), fraction_evaluate=float(settings["fraction-evaluate"]),
         min_train_nodes=min_nodes, min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes,
         server_learning_rate=float(settings["server-lr"]), server_momentum=float(settings["server-momentum"]),
+        device=str(settings["device"]),
     )
     cls = resolve_strategy(settings["strategy"], strategies)
     spec = getattr(cls, "rule_spec", None)

@@ -170,6 +170,14 @@ def write_summary_csv(summary: list[dict], path: Path) -> None:
         w.writerows(summary)
 
 
+def _add_devices(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--client-gpus", type=float, default=None,
+                   help="GPU fraction each simulated client reserves (Flower's client_resources num_gpus; 0: train "
+                        "on the CPU; default: share the GPUs torch sees among the parallel clients, 0 without one)")
+    p.add_argument("--server-device", default="cpu",
+                   help="where the rule computes: cpu (NumPy), cuda, cuda:N or auto (a GPU when torch sees one)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits",
                    help="digits (embedded), mnist, fashion-mnist, cifar10, cifar100 (need --data-root) or hf:<name>")
@@ -194,6 +202,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors for mistakes")
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"],
                    help="Flower's Simulation Engine (default) or the same rounds in-process, without Ray")
+    _add_devices(p)
     p.add_argument("--weighting", default=None, choices=list(WEIGHTINGS),
                    help="what the clients' reported numbers of examples may do (default: raw for mean, "
                         "uniform for every robust rule; docs/strategies.md)")
@@ -245,11 +254,20 @@ def _stop_on_signals() -> None:
 def _run(cells, out: Path, args) -> list[dict]:
     from .runner import RunInterrupted, run_cells, summarize
 
+    from ..aggregation.backend import resolve_device
+    from .runner import client_resources
+
+    try:  # before any cell: a CUDA device that is not there, a negative GPU share
+        resolve_device(args.server_device)
+        client_resources(1.0, args.client_gpus)
+    except ValueError as err:
+        usage_error(f"--server-device / --client-gpus: {err}")
     t0 = time.time()
     _stop_on_signals()
     try:
         rows = run_cells(cells, out, progress=not args.no_progress, quiet=not args.verbose,
-                         engine=getattr(args, "engine", "simulation"))
+                         engine=getattr(args, "engine", "simulation"), client_gpus=args.client_gpus,
+                         server_device=args.server_device)
     except RunInterrupted:
         print(f"flwr-byz: interrupted; every finished round is in {out}/results.jsonl and a rerun of the same "
               f"command resumes the unfinished cells", file=sys.stderr, flush=True)
@@ -410,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"])
+    _add_devices(p)
     p.add_argument("--seeds", type=_csv_list(int), default=None,
                    help="comma-separated seeds: every cell once per seed (default: the experiment's seed 0)")
     p.set_defaults(func=cmd_reproduce)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -439,11 +440,11 @@ class CellRecorder:
         return loss, {"accuracy": acc, **extra}
 
 
-def make_strategy(cell: RunConfig):
+def make_strategy(cell: RunConfig, device: str = "cpu"):
     """The flwr-byz Message-API strategy a cell names (``detox-<rule>`` or a rule name); the
     cell's ``strategy_params`` are the rule's, except the strategy's own options (``pre``,
     ``crfl``, ``weighting``, ``weight_cap``: :func:`~flwr_byz.strategies.options.split_strategy_params`); a rule with its own randomness gets the cell's seed unless the
-    parameters give one."""
+    parameters give one. ``device``: where the rule computes (the strategies' ``device``)."""
     from .. import strategies
     from ..aggregation import REGISTRY
     from ..strategies.options import server_update_for, split_strategy_params
@@ -455,7 +456,7 @@ def make_strategy(cell: RunConfig):
                                     local_epochs=cell.local_epochs, local_steps=cell.local_steps))
     common = dict(num_malicious_nodes=cell.tolerated, server_learning_rate=cell.server_lr,
                   server_momentum=cell.server_momentum, fraction_train=1.0, fraction_evaluate=0.0,
-                  min_train_nodes=cell.num_clients, min_available_nodes=cell.num_clients, **options)
+                  min_train_nodes=cell.num_clients, min_available_nodes=cell.num_clients, device=device, **options)
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addFilter(_NO_FEDERATED_EVALUATION_NOTE)  # the harness evaluates on the server, by design
     rule = cell.strategy.removeprefix("detox-")
@@ -482,7 +483,8 @@ class _DropFederatedEvaluationNote(logging.Filter):
 _NO_FEDERATED_EVALUATION_NOTE = _DropFederatedEvaluationNote()
 
 
-def _group_main(cells, key, writer: ResultsWriter, progress, collusion_dir: str | None = None):
+def _group_main(cells, key, writer: ResultsWriter, progress, collusion_dir: str | None = None,
+                server_device: str = "cpu"):
     """The ServerApp main of one data group: every cell in turn, on the same Grid, through
     the Message-API strategy's own ``start`` (Flower's round loop)."""
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
@@ -494,7 +496,7 @@ def _group_main(cells, key, writer: ResultsWriter, progress, collusion_dir: str 
             if progress is not None:
                 progress.next_cell()
             record = CellRecorder(cell, key, writer, progress)
-            strategy = make_strategy(cell)
+            strategy = make_strategy(cell, server_device)
 
             def evaluate_fn(server_round, arrays, record=record, strategy=strategy):
                 hist = strategy.history
@@ -509,7 +511,8 @@ def _group_main(cells, key, writer: ResultsWriter, progress, collusion_dir: str 
     return main
 
 
-def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusion_dir: str | None = None) -> None:
+def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusion_dir: str | None = None,
+                       server_device: str = "cpu") -> None:
     """The same round as the Simulation Engine's, in this process, without Ray or messages.
 
     Clients (honest and malicious, with the same collusion) are called one after another and
@@ -526,7 +529,7 @@ def run_cell_inprocess(cell: RunConfig, writer: ResultsWriter, progress, collusi
     key = cell.data_key()
     record = CellRecorder(cell, key, writer, progress, engine="inprocess")
     weights = get_weights(record.model)
-    strategy = make_strategy(cell)
+    strategy = make_strategy(cell, server_device)
     record(0, weights, {})
     on_fit_config = fit_config(cell, collusion_dir)
     for server_round in range(1, cell.rounds + 1):
@@ -569,12 +572,36 @@ class _Progress:
         return self.tqdm(disable=None, **kwargs)
 
 
+def client_resources(client_cpus: float = 1.0, client_gpus: float | None = None) -> dict:
+    """Flower's ``client_resources`` for the Simulation Engine's client actors.
+
+    ``client_gpus``: the fraction of a GPU each client actor reserves (Flower's
+    ``num_gpus``; 0.25 lets four clients share one GPU). None (the default) uses the GPUs
+    when torch sees one: the CPU-bound number of parallel actors (cores / ``client_cpus``)
+    share them, so Ray runs as many clients at once as without GPUs; 0 without a GPU.
+    Ray hides the GPUs from an actor that reserves none, so 0 means CPU training.
+    """
+    if client_gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        client_gpus = min(1.0, gpus * float(client_cpus) / max(os.cpu_count() or 1, 1)) if gpus else 0.0
+    if not (0.0 <= float(client_gpus) and math.isfinite(float(client_gpus))):
+        raise ValueError(f"client GPUs must be a finite fraction >= 0, got {client_gpus!r}")
+    return {"num_cpus": float(client_cpus), "num_gpus": float(client_gpus)}
+
+
 def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: bool = True,
-              client_cpus: float = 1.0, quiet: bool = True, engine: str = "simulation") -> list[dict]:
+              client_cpus: float = 1.0, quiet: bool = True, engine: str = "simulation",
+              client_gpus: float | None = None, server_device: str = "cpu") -> list[dict]:
     """Run every unfinished cell; returns the rows of ``results.jsonl`` (all cells).
 
     ``engine="simulation"`` (default): Flower's Simulation Engine, one ``run_simulation`` per
-    data group. ``engine="inprocess"``: :func:`run_cell_inprocess`, no Ray. The colluding
+    data group, its client actors reserving :func:`client_resources` (``client_gpus``: a
+    GPU fraction per client, by default a share of the GPUs torch sees).
+    ``engine="inprocess"``: :func:`run_cell_inprocess`, no Ray (clients train on the GPU
+    when there is one). ``server_device``: where the rule computes (``"cpu"``, ``"cuda"``,
+    ``"auto"``; the strategies' ``device``). The colluding
     clients share the round's honest updates in a store of this run alone (a private temp
     folder, mode 0700, removed at the end), never another run's.
     """
@@ -583,6 +610,10 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
+    from ..aggregation.backend import resolve_device
+
+    resolve_device(server_device)  # a CUDA device that is not there fails before any cell
+    resources = client_resources(client_cpus, client_gpus)
     writer = ResultsWriter(out_dir)
     done = writer.finished()
     todo = [c for c in cells if c.cell_id() not in done]
@@ -606,16 +637,16 @@ def run_cells(cells: list[RunConfig], out_dir: str | os.PathLike, *, progress: b
                 for cell in group:
                     if bar_factory is not None:
                         bar_factory.next_cell()
-                    run_cell_inprocess(cell, writer, bar_factory, collusion_dir)
+                    run_cell_inprocess(cell, writer, bar_factory, collusion_dir, server_device)
                 continue
             from .reaper import start_reaper
 
             start_reaper()  # Ray's agents outlive a killed run: the watchdog stops them
             server = ServerApp()
-            server.main()(_group_main(group, key, writer, bar_factory, collusion_dir))  # Message API
+            server.main()(_group_main(group, key, writer, bar_factory, collusion_dir, server_device))  # Message API
             try:
                 run_simulation(server_app=server, client_app=make_client_app(key), num_supernodes=key[3],
-                               backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}},
+                               backend_config={"client_resources": resources},
                                verbose_logging=False)
             except Exception as err:  # the ServerApp thread's RunInterrupted comes back wrapped
                 if STOP.is_set():

@@ -38,18 +38,20 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
             (:class:`flwr_byz.aggregation.ParameterSmoothing`), or None.
         server_update_fn, reputation: FLTrust's server update and the reputation layer
             (per ``ClientProxy.cid``), as in :class:`flwr_byz.strategies.RobustFedAvg`.
+        device: ``"cpu"`` (NumPy), ``"cuda"`` / ``"cuda:N"`` or ``"auto"``: where the rule
+            computes, as in :class:`flwr_byz.strategies.RobustFedAvg`.
         **kwargs: legacy ``FedAvg`` arguments, unchanged.
     """
 
     def __init__(self, *, rule: str = "mean", num_malicious_clients: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
-                 parameter_smoothing=None, server_update_fn=None, reputation=None, **kwargs):
+                 parameter_smoothing=None, server_update_fn=None, reputation=None, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
         self.num_malicious_clients = num_malicious_clients
         self._setup_robust(rule, num_malicious_clients, pre_aggregators, rule_params,
                            server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing,
-                           server_update_fn=server_update_fn, reputation=reputation)
+                           server_update_fn=server_update_fn, reputation=reputation, device=device)
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager):
         self._current = parameters_to_ndarrays(parameters)

@@ -50,6 +50,10 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
         reputation: a :class:`~flwr_byz.aggregation.Reputation` layer (per node id, across
             rounds) over the rule: clients it kept gain, others lose; low scores are
             excluded or down-weighted (docs/strategies.md).
+        device: where the rule computes: ``"cpu"`` (NumPy, default), ``"cuda"`` /
+            ``"cuda:N"`` or ``"auto"`` (a GPU when torch sees one); the replies are
+            stacked on the host, copied to the device once, and the aggregate comes back
+            (docs/deployment.md, GPU machines).
 
     ``save_state(path)`` / ``load_state(path)`` carry what the strategy keeps across rounds
     (per-node state included) into a resumed run.
@@ -58,12 +62,12 @@ class RobustFedAvg(RobustStrategyMixin, FedAvg):
     def __init__(self, *args, rule: str = "mean", num_malicious_nodes: int = 0, pre_aggregators=(),
                  rule_params: dict | None = None, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
-                 parameter_smoothing=None, server_update_fn=None, reputation=None, **kwargs):
+                 parameter_smoothing=None, server_update_fn=None, reputation=None, device: str = "cpu", **kwargs):
         super().__init__(*args, **kwargs)
         self.num_malicious_nodes = num_malicious_nodes
         self._setup_robust(rule, num_malicious_nodes, pre_aggregators, rule_params,
                            server_learning_rate, server_momentum, weighting, weight_cap, parameter_smoothing,
-                           server_update_fn=server_update_fn, reputation=reputation)
+                           server_update_fn=server_update_fn, reputation=reputation, device=device)
         self._sent: list[Message] = []
 
     def summary(self) -> None:

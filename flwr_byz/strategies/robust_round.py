@@ -20,6 +20,7 @@ import numpy as np
 from flwr.common.logger import log
 
 from ..aggregation import REGISTRY, RobustAggregator
+from ..aggregation.backend import resolve_device, to_numpy
 from ..updates import WEIGHTINGS, ModelLayout, apply_update, nonfinite_arrays, policy_weights, read_weight, stack_updates
 
 
@@ -71,6 +72,11 @@ class RobustRound:
             ``server_update``); called once per round on a copy of the global arrays.
         reputation: a :class:`~flwr_byz.aggregation.reputation.Reputation` layer over the
             rule, or None.
+        device: where the rule runs: ``"cpu"`` (NumPy, the default), ``"cuda"`` /
+            ``"cuda:N"`` (torch on that GPU: the stacked update matrix is copied there once
+            per round and the aggregate comes back; the rules marked native in the rule
+            table compute there, the others on the host), or ``"auto"`` (CUDA when torch
+            sees a GPU). ``ValueError`` at construction for CUDA without a GPU.
         client_sums: client id -> the sum of all its updates so far (kept for a rule taking
             ``client_history``: FoolsGold). Client ids are the server's (node ids in the
             Message API, ``ClientProxy.cid`` in the legacy API), never what a client claims.
@@ -79,8 +85,9 @@ class RobustRound:
     def __init__(self, aggregator: RobustAggregator, *, trim_fraction: float | None = None,
                  use_history_center: bool = False, server_learning_rate: float = 1.0,
                  server_momentum: float = 0.0, weighting: str | None = None, weight_cap: float = 2.0,
-                 parameter_smoothing=None, server_update_fn=None, reputation=None):
+                 parameter_smoothing=None, server_update_fn=None, reputation=None, device: str = "cpu"):
         self.aggregator = aggregator
+        self.device = resolve_device(device)  # None: NumPy on the CPU
         self.parameter_smoothing = parameter_smoothing
         self.trim_fraction = trim_fraction
         self.use_history_center = use_history_center
@@ -227,7 +234,14 @@ class RobustRound:
             w = (np.ones(len(kept)) if w is None else w) * np.asarray(self.reputation.weights(kept))
             w = w if w.max() > 0 else None
         try:
-            agg, report = self.aggregator(X, weights=w, server_round=server_round, **call)
+            if self.device is not None:  # one copy of the matrix to the device, the aggregate back
+                import torch
+
+                agg, report = self.aggregator(torch.from_numpy(X).to(self.device), weights=w,
+                                              server_round=server_round, **call)
+                agg = to_numpy(agg)
+            else:
+                agg, report = self.aggregator(X, weights=w, server_round=server_round, **call)
         except Exception as err:  # the server must survive whatever the replies were
             log(ERROR, "[flwr-byz] round %s: %s failed (%s: %s)", server_round, self.aggregator.rule,
                 type(err).__name__, err)
@@ -389,13 +403,13 @@ class RobustStrategyMixin:
 
     def _setup_robust(self, rule: str, f: int, pre, rule_params, server_learning_rate: float,
                       server_momentum: float, weighting: str | None = None, weight_cap: float = 2.0,
-                      parameter_smoothing=None, server_update_fn=None, reputation=None) -> None:
+                      parameter_smoothing=None, server_update_fn=None, reputation=None, device: str = "cpu") -> None:
         self.robust = RobustRound(
             RobustAggregator(rule, f=f, pre=pre, **(rule_params or {})),
             trim_fraction=self._trim_fraction, use_history_center=self._history_center,
             server_learning_rate=server_learning_rate, server_momentum=server_momentum,
             weighting=weighting, weight_cap=weight_cap, parameter_smoothing=parameter_smoothing,
-            server_update_fn=server_update_fn, reputation=reputation,
+            server_update_fn=server_update_fn, reputation=reputation, device=device,
         )
         self._current = None
         self._groups = None
