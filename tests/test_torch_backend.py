@@ -188,3 +188,25 @@ def test_device_option_resolves_and_refuses_clearly():
         with pytest.raises(ValueError, match="no CUDA device"):
             Krum(num_malicious_nodes=1, device="cuda")
     assert Krum(num_malicious_nodes=1, device="auto").robust.device == resolve_device("auto")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_attack_statistics_on_a_tensor_equal_the_numpy_path(device):
+    from flwr_byz.attacks import alie_update, inner_product_manipulation
+    from flwr_byz.attacks.minmax import min_max, min_sum
+
+    own = _inputs("alie", np.float64)[: N - F].astype(np.float32)  # nearly equal updates far from 0
+    T = torch.from_numpy(own).to(device)
+    for fn, kwargs in ((alie_update, {"z": 1.0}), (inner_product_manipulation, {"epsilon": 0.5}),
+                       (min_max, {"direction": "std"}), (min_max, {"direction": "unit_vec", "method": "exact"}),
+                       (min_max, {"direction": "sign"}), (min_sum, {"direction": "std"})):
+        expected, got = fn(own, **kwargs), fn(T, **kwargs)
+        assert is_tensor(got) and got.device.type == device and got.dtype == torch.float32
+        _close(expected.astype(np.float64), got.cpu().numpy().astype(np.float64), np.float32)
+    # ALIE's shift against a float64 reference: mu - z sigma (population sigma), per coordinate
+    X64 = own.astype(np.float64)
+    ref = X64.mean(axis=0) - 1.0 * X64.std(axis=0)
+    np.testing.assert_allclose(alie_update(T, z=1.0).cpu().numpy(), ref.astype(np.float32), rtol=0, atol=2e-5)
+    _, gamma = min_max(own, direction="std", return_gamma=True)
+    _, gamma_t = min_max(T, direction="std", return_gamma=True)
+    assert gamma_t == pytest.approx(gamma, rel=1e-4)

@@ -4,6 +4,10 @@ Every attack takes what the attacker legitimately has: a matrix of updates (one 
 client, update = client weights - global weights) that it knows. The statistics below are
 accumulated in float64 column chunk by column chunk, so their extra memory is about
 ``m * CHUNK_COLUMNS`` floats whatever d is (the (d,) outputs aside).
+
+ALIE, IPM, Min-Max and Min-Sum take a torch tensor too and compute on its device (their
+statistics in float64 there), returning a float32 tensor on that device; the other attacks
+compute on a host copy (:func:`as_known_updates` with ``tensors=False``).
 """
 
 from __future__ import annotations
@@ -13,17 +17,19 @@ import numbers
 import numpy as np
 
 from ..aggregation._validate import CHUNK_COLUMNS, as_update_matrix
+from ..aggregation.backend import is_tensor, to_numpy
 
 __all__ = ["CHUNK_COLUMNS", "as_known_updates", "check_finite_scalar", "check_int", "mean_std"]
 
 
-def as_known_updates(updates, what: str = "own_updates", *, min_rows: int = 1) -> np.ndarray:
+def as_known_updates(updates, what: str = "own_updates", *, min_rows: int = 1, tensors: bool = False) -> np.ndarray:
     """Validate an (m, d) matrix of updates known to the attacker (see ``as_update_matrix``).
 
     A 1-D array is taken as a single update (m = 1). Raises ``ValueError`` on a wrong
-    shape, a non-real dtype, NaN/Inf, or fewer than ``min_rows`` rows.
+    shape, a non-real dtype, NaN/Inf, or fewer than ``min_rows`` rows. A torch tensor stays
+    one (on its device) when ``tensors``, else it is copied to a NumPy array.
     """
-    X = np.asarray(updates)
+    X = updates if tensors and is_tensor(updates) else np.asarray(to_numpy(updates))
     if X.ndim == 1:
         X = X[None, :]
     try:
@@ -69,6 +75,16 @@ def mean_std(X: np.ndarray, *, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
     m, d = X.shape
     if m - ddof <= 0:
         raise ValueError(f"a standard deviation with ddof={ddof} needs more than {ddof} updates, got {m}")
+    if is_tensor(X):  # the same two passes on X's device; float64 (d,) tensors there
+        import torch
+
+        mu = torch.empty(d, dtype=torch.float64, device=X.device)
+        sigma = torch.empty(d, dtype=torch.float64, device=X.device)
+        for a in range(0, d, CHUNK_COLUMNS):
+            block = X[:, a : a + CHUNK_COLUMNS].double()
+            mu[a : a + CHUNK_COLUMNS] = mu_b = block.mean(dim=0)
+            sigma[a : a + CHUNK_COLUMNS] = torch.sqrt(((block - mu_b) ** 2).sum(dim=0) / (m - ddof))
+        return mu, sigma
     mu = np.empty(d, dtype=np.float64)
     sigma = np.empty(d, dtype=np.float64)
     for a in range(0, d, CHUNK_COLUMNS):
@@ -79,3 +95,8 @@ def mean_std(X: np.ndarray, *, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
         mu[a : a + CHUNK_COLUMNS] = mu_b
         sigma[a : a + CHUNK_COLUMNS] = np.sqrt(block.sum(axis=0) / (m - ddof))
     return mu, sigma
+
+
+def as_float32(v):
+    """A float64 result as the float32 update the attackers send (tensor or array)."""
+    return v.float() if is_tensor(v) else v.astype(np.float32)

@@ -106,7 +106,7 @@ def alie_update(own_updates, z: float | None = None, n: int | None = None, *, si
     Returns:
         (d,) float32 array, the same for every corrupted client.
     """
-    X = _common.as_known_updates(own_updates, "alie_update: own_updates")
+    X = _common.as_known_updates(own_updates, "alie_update: own_updates", tensors=True)
     if sign not in (-1, 1) or isinstance(sign, bool):
         raise ValueError(f"alie_update: sign must be -1 or +1, got {sign!r}")
     if z is None:
@@ -116,4 +116,4 @@ def alie_update(own_updates, z: float | None = None, n: int | None = None, *, si
     z = _common.check_finite_scalar("alie_update: z", z)
     mu, sigma = _common.mean_std(X, ddof=0)
     mu += (sign * z) * sigma
-    return mu.astype(np.float32)
+    return _common.as_float32(mu)

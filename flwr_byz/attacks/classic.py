@@ -102,9 +102,9 @@ def inner_product_manipulation(known_updates, epsilon: float = 0.1) -> np.ndarra
         (d,) float32 array, the same for every corrupted client.
     """
     epsilon = _common.check_finite_scalar("inner_product_manipulation: epsilon", epsilon, nonnegative=True)
-    X = _common.as_known_updates(known_updates, "inner_product_manipulation: known_updates")
+    X = _common.as_known_updates(known_updates, "inner_product_manipulation: known_updates", tensors=True)
     mu, _ = _common.mean_std(X, ddof=0)
-    return (-epsilon * mu).astype(np.float32)
+    return _common.as_float32(-epsilon * mu)
 
 
 @register_attack("constant", kind="model", knowledge="none",

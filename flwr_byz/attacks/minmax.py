@@ -48,8 +48,11 @@ k * CHUNK_COLUMNS floats besides the (d,) vectors mu and p.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..aggregation.backend import namespace, to_numpy
 from . import _common
 from .catalogue import register_attack
 
@@ -66,6 +69,7 @@ class _Geometry:
         if direction not in DIRECTIONS:
             raise ValueError(f"{who}: direction must be one of {DIRECTIONS}, got {direction!r}")
         k, d = X.shape
+        xp = namespace(X)  # mu, p and X's chunks on X's device; G, b, D float64 on the host
         if direction == "std":
             if k < 2:
                 raise ValueError(f"{who}: direction='std' needs at least 2 known updates, got {k}")
@@ -74,9 +78,9 @@ class _Geometry:
         else:
             mu, _ = _common.mean_std(X, ddof=0)
             if direction == "sign":
-                p = -np.sign(mu)
+                p = -xp.sign(mu)
             else:
-                norm = float(np.linalg.norm(mu))
+                norm = math.sqrt(float(mu @ mu))
                 if norm == 0.0:
                     raise ValueError(f"{who}: direction='unit_vec' is undefined when the known updates' mean is 0")
                 p = -mu / norm
@@ -84,10 +88,10 @@ class _Geometry:
         b = np.zeros(k, dtype=np.float64)
         step = _common.CHUNK_COLUMNS
         for a in range(0, d, step):
-            Y = X[:, a : a + step].astype(np.float64)
+            Y = xp.astype(X[:, a : a + step], xp.float64)
             Y -= mu[a : a + step]  # rows: x_i - mu
-            G += Y @ Y.T
-            b -= Y @ p[a : a + step]  # p . (mu - x_i)
+            G += to_numpy(Y @ Y.T)
+            b -= to_numpy(Y @ p[a : a + step])  # p . (mu - x_i)
         c = np.diag(G).copy()  # ||x_i - mu||^2
         D = c[:, None] + c[None, :] - 2.0 * G
         np.maximum(D, 0.0, out=D)
@@ -103,7 +107,7 @@ class _Geometry:
     def update(self, gamma: float) -> np.ndarray:
         out = self.p * gamma
         out += self.mu
-        return out.astype(np.float32)
+        return _common.as_float32(out)
 
 
 def _largest_root(a: float, half_b: float, c0: float) -> float:
@@ -165,7 +169,7 @@ def min_max(known_updates, *, direction: str = "unit_vec", method: str = "halvin
     """
     who = "min_max"
     gamma_init, tau = _check_search(who, method, gamma_init, tau)
-    X = _common.as_known_updates(known_updates, f"{who}: known_updates")
+    X = _common.as_known_updates(known_updates, f"{who}: known_updates", tensors=True)
     geo = _Geometry(X, direction, who)
     if geo.P == 0.0:
         gamma = 0.0
@@ -207,7 +211,7 @@ def min_sum(known_updates, *, direction: str = "unit_vec", bound: str = "max", m
     if bound not in ("max", "min"):
         raise ValueError(f"{who}: bound must be 'max' (paper) or 'min' (authors' code), got {bound!r}")
     gamma_init, tau = _check_search(who, method, gamma_init, tau)
-    X = _common.as_known_updates(known_updates, f"{who}: known_updates")
+    X = _common.as_known_updates(known_updates, f"{who}: known_updates", tensors=True)
     geo = _Geometry(X, direction, who)
     if geo.P == 0.0:
         gamma = 0.0
