@@ -240,12 +240,12 @@ def minimum_clients(rule: str, f: int) -> int:
 def rule_table() -> str:
     """The markdown table of every registered rule (docs/strategies.md holds it verbatim,
     ``flwr-byz rules`` prints it): name, paper, f bound, weights, server knowledge, state,
-    cost."""
-    lines = ["| rule | paper | needs | reported weights | server knowledge | state across rounds | time |",
-             "|---|---|---|---|---|---|---|"]
+    cost, and where it computes on a torch tensor (its device, or a host copy)."""
+    lines = ["| rule | paper | needs | reported weights | server knowledge | state across rounds | time | on a tensor |",
+             "|---|---|---|---|---|---|---|---|"]
     for spec in sorted(REGISTRY.values(), key=lambda s: s.name):
         needs = "f = 0" if spec.name == "mean" else f"n >= {spec.formula()}"
         weights = "used (per the weight policy)" if spec.weighted else "ignored"
         lines.append(f"| `{spec.name}` | {spec.paper} | {needs} | {weights} | {spec.knowledge} | {spec.state} "
-                     f"| {spec.cost} |")
+                     f"| {spec.cost} | {'its device' if spec.tensor_native else 'host copy'} |")
     return "\n".join(lines) + "\n"
