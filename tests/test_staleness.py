@@ -97,6 +97,15 @@ def test_the_trimmed_mean_under_alie_on_digits_over_the_tables_seeds(tmp_path):
     assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-digits-table", "trimmed_mean", 2), abs=TOLERANCE)
 
 
+def test_plain_multi_krum_under_alie_in_the_detox_digits_table(tmp_path):
+    from flwr_byz.simulations.reproduce import experiment
+
+    base = next(c for c in experiment("detox") if c.strategy == "multi_krum" and c.attack_params.get("z") == 1.5)
+    cells = [RunConfig.from_dict({**base.to_dict(), "seed": s}) for s in (0, 1, 2)]
+    # the DETOX digits table's columns: defense, none, alie(z=z_max), alie(z=1.5), constant
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("detox-digits-table", "multi_krum", 3), abs=TOLERANCE)
+
+
 @pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
 def test_caf_under_sign_flipping_on_mnist(tmp_path):
     cell = RunConfig(strategy="caf", attack="sign_flip", dataset="mnist", data_root=str(DATA), num_clients=51,
