@@ -334,3 +334,32 @@ def test_the_demo_is_deterministic_for_a_seed(tmp_path):
     assert len(first) == 3 * 4 * 3 and first == again
     gauss = [k for k in first if k[1] == "gaussian" and k[0] == "mean" and k[2] > 0]
     assert any(first[k] != other[k] for k in gauss)
+
+
+def test_an_attack_window_ends_the_attack_in_both_engines(tmp_path):
+    """attack_rounds = 1: the corrupted clients send -100 x their update in round 1 and their
+    honest update from round 2 on, in either engine; before then (and without a window) the
+    same cell is attacked every round. Cell ids of cells without a window do not move."""
+    from flwr_byz.simulations import runner
+    from flwr_byz.simulations.runner import attack_label, run_cells
+
+    from flwr_byz.models import get_weights, make_model
+
+    key = RunConfig(num_clients=4).data_key()
+    data = runner.load_partitioned(key)[0]
+    params = get_weights(make_model("mlp", data.input_shape, data.num_classes, seed=0))
+    for server_round, attacked in ((1, True), (2, False), (3, False)):
+        config = {"seed": 0, "batch-size": 32, "lr": 0.1, "local-epochs": 1, "server-round": server_round,
+                  "attack": "sign_flip", "attack-params": '{"scale": 100.0}', "num-malicious": 1,
+                  "num-clients": 4, "attack-rounds": 1, "collusion-dir": str(tmp_path)}
+        bad, _, _ = runner.scenario_fit(key, 0, params, config)
+        honest, _, _ = runner.scenario_fit(key, 0, params, {**config, "attack": "none", "num-malicious": 0})
+        same = all(np.array_equal(a, b) for a, b in zip(bad, honest))
+        assert same is not attacked, server_round
+    cell = RunConfig(strategy="mean", attack="sign_flip", num_clients=4, num_malicious=1, rounds=3,
+                     attack_params={"scale": 100.0}, attack_rounds=1)
+    assert RunConfig(strategy="mean").cell_id() == "mean-none-n20-m0-b1ae970e61"  # recorded before the field
+    for engine in ("simulation", "inprocess"):
+        rows = {r["round"]: r for r in run_cells([cell], tmp_path / engine, progress=False, engine=engine)}
+        assert rows[1]["accuracy"] < 0.3 < rows[3]["accuracy"], engine  # wrecked in round 1, recovering after
+        assert attack_label(rows[3]) == "sign_flip(scale=100.0) [rounds 1-1]"

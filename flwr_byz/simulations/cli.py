@@ -203,6 +203,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="simulation", choices=["simulation", "inprocess"],
                    help="Flower's Simulation Engine (default) or the same rounds in-process, without Ray")
     _add_devices(p)
+    p.add_argument("--attack-rounds", type=int, default=None,
+                   help="the corrupted clients attack in rounds 1..K only, then train honestly (a backdoor's "
+                        "durability; default: every round)")
     p.add_argument("--weighting", default=None, choices=list(WEIGHTINGS),
                    help="what the clients' reported numbers of examples may do (default: raw for mean, "
                         "uniform for every robust rule; docs/strategies.md)")
@@ -219,6 +222,10 @@ def _base(args) -> dict:
                 rounds=args.rounds or DEMO["rounds"], local_epochs=args.local_epochs or DEMO["local_epochs"], local_steps=args.local_steps,
                 batch_size=args.batch_size, lr=args.lr, server_lr=args.server_lr,
                 server_momentum=args.server_momentum, partitioning=args.partitioning, alpha=args.alpha, seed=args.seed)
+    if args.attack_rounds is not None:
+        if args.attack_rounds < 1:
+            usage_error(f"--attack-rounds must be >= 1, got {args.attack_rounds}")
+        base["attack_rounds"] = int(args.attack_rounds)
     if getattr(args, "seeds", None):
         base["seeds"] = list(args.seeds)
     from ..strategies.options import split_strategy_params

@@ -17,6 +17,9 @@ class RunConfig:
     The first ``num_malicious`` partitions (ids 0..m-1) are the corrupted clients. ``f``, the
     number of Byzantine clients the strategy is told to tolerate, defaults to
     ``num_malicious``; ``strategy`` is a rule name of :data:`flwr_byz.aggregation.RULES`.
+    ``attack_rounds``: the corrupted clients attack in rounds 1..attack_rounds and train
+    honestly afterwards (a backdoor's durability: how long its ASR lasts once the poisoning
+    stops, Neurotoxin's measure); None (default): every round.
     """
 
     strategy: str = "mean"
@@ -40,6 +43,7 @@ class RunConfig:
     seed: int = 0
     strategy_params: dict = field(default_factory=dict)
     attack_params: dict = field(default_factory=dict)
+    attack_rounds: int | None = None
 
     @property
     def tolerated(self) -> int:
@@ -52,9 +56,13 @@ class RunConfig:
     def attacked(self) -> bool:
         return self.attack != "none" and self.num_malicious > 0
 
+    def attacking(self, server_round: int) -> bool:
+        """Whether the corrupted clients attack in ``server_round``."""
+        return self.attacked and (self.attack_rounds is None or server_round <= self.attack_rounds)
+
     def cell_id(self) -> str:
         """Stable id of the cell: readable prefix plus a hash of every field."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
         digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
         return f"{self.strategy}-{self.attack}-n{self.num_clients}-m{self.num_malicious}-{digest}"
 
@@ -63,7 +71,12 @@ class RunConfig:
         return (self.dataset, self.data_root, self.model, self.num_clients, self.partitioning, self.alpha, self.seed)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, without ``attack_rounds`` when it is None (so the ids and result
+        rows of cells made before it existed stay what they were)."""
+        d = asdict(self)
+        if d["attack_rounds"] is None:
+            del d["attack_rounds"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":

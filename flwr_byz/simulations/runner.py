@@ -216,6 +216,9 @@ def scenario_fit(key: tuple, pid: int, parameters, config: dict):
     client = honest_client(key, pid, config)
     m = int(config.get("num-malicious", 0))
     attack = str(config.get("attack", "none"))
+    last = int(config.get("attack-rounds", 0) or 0)  # the attack's last round (durability runs)
+    if last and int(config.get("server-round", 0)) > last:
+        attack = "none"
     if attack != "none" and pid < m:
         params = json.loads(str(config.get("attack-params", "{}")))
         n = int(config.get("num-clients", key[3]))
@@ -274,6 +277,7 @@ def fit_config(cell: RunConfig, collusion_dir: str | None = None):
             "batch-size": cell.batch_size,
             "lr": cell.lr, "momentum": cell.momentum, "seed": cell.seed, "attack": cell.attack,
             "num-malicious": cell.num_malicious if cell.attacked else 0, "num-clients": cell.num_clients,
+            "attack-rounds": cell.attack_rounds or 0,  # 0: every round; else honest after it
             "attack-params": json.dumps(cell.attack_params), "cell": cell.cell_id(),
             "strategy": cell.strategy,  # what a rule-aware attacker targets (alie_optimal, ipm_optimal)
         }
@@ -376,7 +380,7 @@ class ResultsWriter:
 def result_row(cell: RunConfig, attempt: str, server_round: int, accuracy: float, loss: float,
                round_time: float, entry: dict, extra: dict | None = None) -> dict:
     """One line of results.jsonl: the round's evaluation, its aggregation report, the cell."""
-    malicious = set(range(cell.num_malicious)) if cell.attacked else set()
+    malicious = set(range(cell.num_malicious)) if cell.attacking(server_round) else set()
     return {"cell": cell.cell_id(), "attempt": attempt, "round": server_round, "accuracy": accuracy,
             "loss": loss, "round_time_s": round_time, "aggregation_time_s": entry.get("aggregation_time_s"),
             "kept": len(entry.get("kept", [])), "dropped": len(entry.get("dropped", {})),
@@ -670,7 +674,10 @@ def attack_label(row: dict) -> str:
             params = {"params": params}
         params = params if isinstance(params, dict) else {"params": params}
     inner = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
-    return f"{row['cfg_attack']}({inner})" if inner else row["cfg_attack"]
+    label = f"{row['cfg_attack']}({inner})" if inner else row["cfg_attack"]
+    if row.get("cfg_attack_rounds") is not None:
+        label += f" [rounds 1-{row['cfg_attack_rounds']}]"
+    return label
 
 
 TAIL_ROUNDS = 20
