@@ -154,3 +154,19 @@ def test_the_matrix_experiment_and_its_heatmap(tmp_path):
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     one = [r for r in ResultsWriter(tmp_path).rows() if r["cfg_strategy"] == "median"]
     assert plot_matrix(one, tmp_path / "none.png") is None  # one defense: no matrix
+
+
+def test_backdoor_lifespan_by_hand():
+    from flwr_byz.simulations.report import spread
+    from flwr_byz.simulations.runner import backdoor_lifespan
+
+    asr = {0: 0.0, 1: 0.2, 2: 0.7, 3: 0.9, 4: 0.8, 5: 0.5, 6: 0.4, 7: 0.9}
+    rows = [{"round": k, "asr": v} for k, v in asr.items()]
+    # after round 3: 0.8 and 0.5 are >= 0.5, round 6 breaks it (round 7's 0.9 comes too late)
+    assert backdoor_lifespan(rows, 3) == {"attack_end_asr": 0.9, "asr_lifespan": 2, "asr_lifespan_censored": False}
+    # after round 6 the backdoor is alive until the end: the run was too short to see it die
+    assert backdoor_lifespan(rows, 6)["asr_lifespan"] == 1 and backdoor_lifespan(rows[:7], 4)["asr_lifespan"] == 1
+    assert backdoor_lifespan(rows, 7) == {"attack_end_asr": 0.9, "asr_lifespan": 0, "asr_lifespan_censored": True}
+    assert backdoor_lifespan(rows, None) == {} and backdoor_lifespan(rows[:3], 5) == {}
+    row = {"runs": 3, "asr_lifespan_mean": 2.0, "asr_lifespan_min": 1, "asr_lifespan_max": 3, "lifespan_censored": True}
+    assert spread(row, "asr_lifespan") == "2.0 [1.0, 3.0] (alive at the end)"

@@ -443,8 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "as it goes into docs/RESULTS.md")
     p.add_argument("results", nargs="+", help="results folders (or their results.jsonl); their runs are pooled")
     p.add_argument("--by-cell", action="store_true", help="one row per cell instead of defense x attack")
-    p.add_argument("--metric", choices=("tail_accuracy", "final_accuracy", "best_accuracy"), default="tail_accuracy",
-                   help="what the defense x attack table shows: the last-20 mean, the last round, or the best round")
+    from .report import METRIC_TEXT
+
+    p.add_argument("--metric", choices=tuple(METRIC_TEXT), default="tail_accuracy",
+                   help="what the defense x attack table shows: the last-20 mean, the last round, the best round, "
+                        "or a backdoor's lifespan after an --attack-rounds window")
     p.add_argument("--out", default=None, help="also write the table to this file")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("rules", help="every aggregation rule: paper, f bound, weights, state, cost (markdown)")

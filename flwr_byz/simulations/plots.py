@@ -156,11 +156,54 @@ def plot_sensitivity(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def plot_durability(rows: list[dict], path: Path) -> Path | None:
+    """``durability.png`` for backdoor runs with an attack window (``--attack-rounds``): the
+    ASR per round, one panel per defense, one line per attack (mean over seeds, a band
+    from the lowest to the highest seed), the window's end dashed; None when there is none."""
+    import matplotlib.pyplot as plt
+
+    from .runner import LIFESPAN_ASR, attack_label, defense_label
+
+    rows = [r for r in rows if r.get("cfg_attack_rounds") and r.get("asr") is not None]
+    if not rows:
+        return None
+    defenses = sorted({defense_label(r) for r in rows})
+    fig, axes = plt.subplots(1, len(defenses), figsize=(5 * len(defenses), 3.6), squeeze=False, sharey=True)
+    for ax, defense in zip(axes[0], defenses):
+        curves: dict[str, dict[int, list[float]]] = {}
+        ends = set()
+        for r in rows:
+            if defense_label(r) == defense:
+                label = attack_label(r).split(" [")[0]
+                curves.setdefault(label, {}).setdefault(r["round"], []).append(r["asr"])
+                ends.add(r["cfg_attack_rounds"])
+        for label, by_round in sorted(curves.items()):
+            rounds = sorted(by_round)
+            line, = ax.plot(rounds, [float(np.mean(by_round[k])) for k in rounds], label=label)
+            if max(len(v) for v in by_round.values()) > 1:
+                ax.fill_between(rounds, [min(by_round[k]) for k in rounds], [max(by_round[k]) for k in rounds],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
+        for end in ends:
+            ax.axvline(end, color="gray", linestyle="--", linewidth=1)
+        ax.axhline(LIFESPAN_ASR, color="gray", linestyle=":", linewidth=1)
+        ax.set_title(f"{defense} (attack until the dashed line)", fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("backdoor ASR")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: int | None = None) -> list[Path]:
     """Write ``accuracy.png`` (one panel per attack, one line per defense: the mean over its
     seeds, a band from the lowest to the highest seed when there are several) and
     ``matrix.png`` (:func:`plot_matrix`) when the rows hold two defenses and two attacks or
-    more, ``sensitivity.png`` (:func:`plot_sensitivity`) for the ALIE sensitivity runs,
+    more, ``durability.png`` (:func:`plot_durability`) for backdoors with an attack window,
+    ``sensitivity.png`` (:func:`plot_sensitivity`) for the ALIE sensitivity runs,
     ``reputation.png`` when a reputation layer ran (the mean score of the malicious and of
     the honest clients per round, one panel per cell), ``forecast.png`` when present (over
     the first ``forecast_rounds`` rounds if given); return the files written."""
@@ -200,7 +243,8 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
     files = [out_dir / "accuracy.png"]
     fig.savefig(files[0], dpi=120)
     plt.close(fig)
-    for extra in (plot_matrix(rows, out_dir / "matrix.png"), plot_sensitivity(rows, out_dir / "sensitivity.png")):
+    for extra in (plot_matrix(rows, out_dir / "matrix.png"), plot_sensitivity(rows, out_dir / "sensitivity.png"),
+                  plot_durability(rows, out_dir / "durability.png")):
         if extra is not None:
             files.append(extra)
     rep = [r for r in rows if r.get("reputation_malicious") is not None or r.get("reputation_honest") is not None]

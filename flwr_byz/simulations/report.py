@@ -11,7 +11,7 @@ import numpy as np
 
 # what identifies one experiment cell across seeds
 GROUP_KEYS = ("strategy", "attack", "num_clients", "num_malicious", "dataset", "rounds")
-METRICS = ("tail_accuracy", "final_accuracy", "best_accuracy", "final_asr")
+METRICS = ("tail_accuracy", "final_accuracy", "best_accuracy", "final_asr", "attack_end_asr", "asr_lifespan")
 
 
 def over_seeds(summary: list[dict]) -> list[dict]:
@@ -33,6 +33,7 @@ def over_seeds(summary: list[dict]) -> list[dict]:
             row[f"{m}_min"] = min(values) if values else None
             row[f"{m}_max"] = max(values) if values else None
         row["skipped_rounds"] = sum(int(r.get("skipped_rounds") or 0) for r in runs)
+        row["lifespan_censored"] = any(r.get("asr_lifespan_censored") for r in runs)
         row["code_version"] = ", ".join(sorted({str(r.get("code_version")) for r in runs}))
         row["commands"] = sorted({r["command"] for r in runs if r.get("command")})
         out.append(row)
@@ -40,18 +41,24 @@ def over_seeds(summary: list[dict]) -> list[dict]:
 
 
 def spread(row: dict, metric: str) -> str:
-    """``mean`` for one seed, ``mean [min, max]`` over several, ``-`` when missing."""
+    """``mean`` for one seed, ``mean [min, max]`` over several, ``-`` when missing (rounds
+    with one decimal, the rest with three)."""
     if row.get(f"{metric}_mean") is None:
         return "-"
-    text = f"{row[f'{metric}_mean']:.3f}"
+    digits = 1 if metric == "asr_lifespan" else 3
+    text = f"{row[f'{metric}_mean']:.{digits}f}"
     if row["runs"] > 1:
-        text += f" [{row[f'{metric}_min']:.3f}, {row[f'{metric}_max']:.3f}]"
+        text += f" [{row[f'{metric}_min']:.{digits}f}, {row[f'{metric}_max']:.{digits}f}]"
+    if metric == "asr_lifespan" and row.get("lifespan_censored"):
+        text += " (alive at the end)"
     return text
 
 
 METRIC_TEXT = {"tail_accuracy": "Test accuracy, mean of the last 20 evaluated rounds (all of them in shorter runs)",
                "final_accuracy": "Test accuracy after the last round",
-               "best_accuracy": "Best test accuracy over the rounds (the ALIE authors' \"max accuracy\")"}
+               "best_accuracy": "Best test accuracy over the rounds (the ALIE authors' \"max accuracy\")",
+               "asr_lifespan": "Rounds the backdoor's attack success rate stays at or above 0.5 after the attack's "
+                               "last round (its lifespan, Neurotoxin's durability)"}
 
 
 def _check_metric(metric: str) -> None:
@@ -83,7 +90,9 @@ def markdown_table(rows: list[dict], *, pivot: bool = True, metric: str = "tail_
                     values.append("-")
                     continue
                 v = spread(r, metric)
-                if r.get("final_asr_mean") is not None:
+                if metric == "asr_lifespan" and r.get("attack_end_asr_mean") is not None:
+                    v += f" (ASR at the attack's end {spread(r, 'attack_end_asr')})"
+                elif r.get("final_asr_mean") is not None:
                     v += f" (ASR {spread(r, 'final_asr')})"
                 values.append(v + (" (rounds skipped)" if r["skipped_rounds"] else ""))
             lines.append(f"| {s} | " + " | ".join(values) + " |")

@@ -708,6 +708,31 @@ def defense_label(row: dict) -> str:
     return " + ".join([str(row["cfg_strategy"]), *extras])
 
 
+LIFESPAN_ASR = 0.5  # a backdoor "lives" while its ASR is at least this (Neurotoxin's durability)
+
+
+def backdoor_lifespan(rows: list[dict], attack_rounds: int | None) -> dict:
+    """For a backdoor cell with an attack window (rounds 1..``attack_rounds``): the ASR at
+    the window's last round (``attack_end_asr``) and ``asr_lifespan``, the number of rounds
+    after it during which the ASR stays at or above :data:`LIFESPAN_ASR` without a break
+    (Zhang et al., "Neurotoxin", ICML 2022, measure durability this way). A backdoor still
+    alive at the run's last round has the rounds that were left (the run was too short to
+    see it die); ``asr_lifespan_censored`` says so. Empty for other cells."""
+    if not attack_rounds:
+        return {}
+    asr = {r["round"]: r.get("asr") for r in rows if r.get("asr") is not None}
+    if attack_rounds not in asr:
+        return {}
+    after = [k for k in sorted(asr) if k > attack_rounds]
+    alive = 0
+    for k in after:
+        if asr[k] < LIFESPAN_ASR:
+            break
+        alive += 1
+    return {"attack_end_asr": asr[attack_rounds], "asr_lifespan": alive,
+            "asr_lifespan_censored": alive == len(after)}
+
+
 def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[dict]:
     """One summary per finished cell of its latest attempt: final and best accuracy, and
     ``tail_accuracy``, the mean over the last :data:`TAIL_ROUNDS` evaluated rounds (under
@@ -736,6 +761,7 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
             "best_accuracy": max(r["accuracy"] for r in rs),
             "tail_accuracy": float(np.mean([r["accuracy"] for r in rs if r["round"] > 0][-TAIL_ROUNDS:] or [last["accuracy"]])),
             "final_asr": last.get("asr"),
+            **backdoor_lifespan(rs, last.get("cfg_attack_rounds")),
             "mean_aggregation_time_s": float(np.mean(agg)) if agg else None,
             "mean_round_time_s": float(np.mean([r["round_time_s"] for r in rs if r["round"] > 0])),
             "skipped_rounds": sum(1 for r in rs if r["round"] > 0 and r.get("skipped")),
