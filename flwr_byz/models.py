@@ -73,9 +73,18 @@ class WideResNet(nn.Module):
 
 
 def make_model(name: str, input_shape, num_classes: int, seed: int | None = 0) -> nn.Module:
-    """A freshly initialised model (seeded, so every client and the server agree)."""
+    """A freshly initialised model (seeded, so every client and the server agree).
+
+    The model is built on the CPU, so only the CPU generator is seeded (the same values as
+    ``torch.manual_seed``): on a CUDA build ``torch.manual_seed`` also queues a CUDA seeding
+    with a stack trace, which cost more than building the model, and every simulated client
+    builds one per round."""
     if seed is not None:
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(int(seed))
+    return _build(name, tuple(input_shape), num_classes)
+
+
+def _build(name: str, input_shape: tuple, num_classes: int) -> nn.Module:
     if name == "mlp":
         return MLP(input_shape, num_classes)
     if name == "cnn":
@@ -83,10 +92,9 @@ def make_model(name: str, input_shape, num_classes: int, seed: int | None = 0) -
     if name in ("resnet18", "vgg13_bn"):
         import torchvision
 
-        model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
         if input_shape[0] != 3:
             raise ValueError(f"{name} expects 3-channel images, got input shape {tuple(input_shape)}")
-        return model
+        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
     if name == "wideresnet":
         return WideResNet(input_shape, num_classes)
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
