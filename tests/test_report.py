@@ -170,3 +170,23 @@ def test_backdoor_lifespan_by_hand():
     assert backdoor_lifespan(rows, None) == {} and backdoor_lifespan(rows[:3], 5) == {}
     row = {"runs": 3, "asr_lifespan_mean": 2.0, "asr_lifespan_min": 1, "asr_lifespan_max": 3, "lifespan_censored": True}
     assert spread(row, "asr_lifespan") == "2.0 [1.0, 3.0] (alive at the end)"
+
+
+def test_forecast_table_over_seeds(tmp_path):
+    import json
+
+    from flwr_byz.simulations.report import forecast_table
+    from flwr_byz.simulations.runner import run_cells
+
+    cells = [RunConfig(strategy="mean", attack="alie", num_clients=6, num_malicious=3, rounds=2, seed=s) for s in (0, 1)]
+    run_cells(cells, tmp_path, progress=False, engine="inprocess")
+    text = forecast_table(tmp_path, (1, 2))
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    z1 = sorted(r["forecast_z1"] for r in rows if r["round"] == 1)
+    assert len(z1) == 2 and "| round | z = 0.5 | z = 1 | z = 2 |" in text and "seeds 0,1" in text
+    line = next(l for l in text.splitlines() if l.startswith("| 1 |"))
+    assert line.split(" | ")[2] == f"{sum(z1) / 2:.3f} [{z1[0]:.3f}, {z1[1]:.3f}]"  # z = 1 column, by hand
+    with pytest.raises(ValueError, match="no forecast"):
+        run_cells([RunConfig(strategy="mean", num_clients=4, rounds=1)], tmp_path / "clean", progress=False,
+                  engine="inprocess")
+        forecast_table(tmp_path / "clean")

@@ -376,10 +376,13 @@ def cmd_plot(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import report
+    from .report import forecast_table, report
 
     try:
-        text = report([Path(r) for r in args.results], pivot=not args.by_cell, metric=args.metric)
+        if args.forecast:
+            text = forecast_table([Path(r) for r in args.results], tuple(args.forecast))
+        else:
+            text = report([Path(r) for r in args.results], pivot=not args.by_cell, metric=args.metric)
     except (FileNotFoundError, ValueError) as err:
         usage_error(str(err))
     print(text, end="")
@@ -448,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=tuple(METRIC_TEXT), default="tail_accuracy",
                    help="what the defense x attack table shows: the last-20 mean, the last round, the best round, "
                         "or a backdoor's lifespan after an --attack-rounds window")
+    p.add_argument("--forecast", type=_csv_list(int), default=None,
+                   help="instead: the ALIE attacker's forecast at these rounds (e.g. 1,11,25), over seeds")
     p.add_argument("--out", default=None, help="also write the table to this file")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("rules", help="every aggregation rule: paper, f bound, weights, state, cost (markdown)")

@@ -273,15 +273,27 @@ def plot_results(results: Path, out_dir: Path | None = None, forecast_rounds: in
         plt.close(fig)
     fc = [r for r in rows if any(k.startswith("forecast_") for k in r)]
     if fc:
+        from .runner import _setting
+
         fig, ax = plt.subplots(figsize=(6, 4))
-        cell = fc[0]["cell"]
-        rs = sorted((r for r in fc if r["cell"] == cell and r["round"] <= (forecast_rounds or r["round"])),
-                    key=lambda r: r["round"])
+        setting = _setting(fc[0])  # the first cell that reported it, over its seeds
+        rs = [r for r in fc if _setting(r) == setting and r["round"] <= (forecast_rounds or r["round"])]
+        seeds = sorted({r.get("cfg_seed") for r in rs})
         for key in sorted({k for r in rs for k in r if k.startswith("forecast_")}, key=lambda k: float(k[10:])):
-            ax.plot([r["round"] for r in rs], [r.get(key) for r in rs], label="z = " + key.removeprefix("forecast_z"))
+            by_round: dict[int, list[float]] = {}
+            for r in rs:
+                if r.get(key) is not None:
+                    by_round.setdefault(r["round"], []).append(r[key])
+            rounds = sorted(by_round)
+            line, = ax.plot(rounds, [float(np.mean(by_round[k])) for k in rounds],
+                            label="z = " + key.removeprefix("forecast_z"))
+            if len(seeds) > 1:
+                ax.fill_between(rounds, [min(by_round[k]) for k in rounds], [max(by_round[k]) for k in rounds],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("round")
         ax.set_ylabel("fraction of coordinates with |mu| < z sigma")
-        ax.set_title(f"ALIE forecast ({rs[0]['cfg_strategy']})")
+        ax.set_title(f"ALIE forecast ({rs[0]['cfg_strategy']}"
+                     + (f", seeds {','.join(map(str, seeds))}: mean and range)" if len(seeds) > 1 else ")"))
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
