@@ -65,3 +65,11 @@ def test_the_apps_run_config_device_reaches_the_strategy():
     assert LegacyBulyan(num_malicious_clients=1, device="auto").robust.device == auto
     with pytest.raises(ValueError, match="device must be"):
         build_strategy(run_settings({"device": "gpu0"}))
+
+
+def test_client_resources_refuse_what_ray_would():
+    for cpus, gpus, match in ((0, 0.5, "CPUs"), (-1, 0, "CPUs"), (float("nan"), 0, "CPUs"), (1, True, "number"),
+                              (1, "abc", "number"), (1, 1.5, "whole")):
+        with pytest.raises(ValueError, match=match):
+            runner.client_resources(cpus, gpus)
+    assert runner.client_resources(1, 2)["num_gpus"] == 2.0

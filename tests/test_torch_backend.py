@@ -210,3 +210,55 @@ def test_attack_statistics_on_a_tensor_equal_the_numpy_path(device):
     _, gamma = min_max(own, direction="std", return_gamma=True)
     _, gamma_t = min_max(T, direction="std", return_gamma=True)
     assert gamma_t == pytest.approx(gamma, rel=1e-4)
+
+
+@pytest.mark.parametrize("n, f", [(7, 1), (9, 1), (11, 2)])
+def test_selection_rules_choose_the_same_clients_on_tensors_where_ties_decide(n, f):
+    """Small n: Bulyan's last Krum calls score each row by its one nearest neighbour, so two
+    mutual nearest neighbours tie exactly; the tie goes to the lower index on both paths (a
+    device Gram matrix that is not exactly symmetric used to break it by rounding)."""
+    for seed in range(40):
+        X = np.random.default_rng(seed).standard_normal((n, 30)).astype(np.float32)
+        for rule in ("krum", "multi_krum", "bulyan"):
+            _, rep = REGISTRY[rule].fn(X, f=f, return_report=True)
+            _, rep_t = REGISTRY[rule].fn(torch.from_numpy(X), f=f, return_report=True)
+            assert rep_t.selected == rep.selected, (rule, seed)
+    X = np.random.default_rng(0).standard_normal((9, 30)).astype(np.float32)
+    X[::3] = X[0]  # duplicates: Krum's lowest score is shared by rows 0, 3, 6: row 0 wins
+    assert REGISTRY["krum"].fn(X, f=1, return_report=True)[1].selected == [0]
+    assert REGISTRY["krum"].fn(torch.from_numpy(X), f=1, return_report=True)[1].selected == [0]
+    D = pairwise_sq_distances(torch.from_numpy(X))
+    assert np.array_equal(D, D.T) and D[0, 3] == D[0, 6] == 0.0
+
+
+def test_tensor_inputs_of_host_rules_and_lazy_views():
+    X = _inputs("random", np.float32)
+    T = torch.from_numpy(X)
+    H = X * 2.0  # a per-client history
+    expected = REGISTRY["foolsgold"].fn(X, client_history=H)
+    for updates in (X, T):  # a tensor history on either path
+        got = REGISTRY["foolsgold"].fn(updates, client_history=torch.from_numpy(H))
+        np.testing.assert_array_equal(np.asarray(got), expected)
+    negated = torch.complex(T, T).conj().imag  # a lazily negated float32 view: the values of -X
+    assert negated.is_neg()
+    for rule in ("mda", "median", "dnc"):
+        kwargs = {"f": 2, **({"seed": 0} if "seed" in REGISTRY[rule].params else {})}
+        np.testing.assert_allclose(REGISTRY[rule].fn(negated, **kwargs).numpy(), REGISTRY[rule].fn(-X, **kwargs))
+    with pytest.raises(ValueError, match="real-valued"):
+        REGISTRY["mda"].fn(torch.complex(T, T).conj(), f=2)
+    with pytest.raises(ValueError, match="dense"):
+        REGISTRY["mda"].fn(T.to_sparse(), f=2)
+    with pytest.raises(ValueError, match="dense"):
+        REGISTRY["median"].fn(T.to_sparse(), f=2)
+
+
+def test_subnormal_updates_keep_their_distances():
+    """Updates so small that their float32 squares underflow: the distances come from
+    float64 (the NumPy path used to see every distance as 0, so Krum chose row 0)."""
+    X = (np.random.default_rng(3).standard_normal((9, 30)) * 1e-40).astype(np.float32)
+    X64 = X.astype(np.float64)
+    ref = ((X64[:, None, :] - X64[None, :, :]) ** 2).sum(axis=2)
+    for M in (X, torch.from_numpy(X)):
+        np.testing.assert_allclose(pairwise_sq_distances(M), ref, rtol=1e-6, atol=0)
+    scores = np.sort(ref + np.diag(np.full(9, np.inf)), axis=1)[:, : 9 - 1 - 2].sum(axis=1)
+    assert REGISTRY["krum"].fn(X, f=1, return_report=True)[1].selected == [int(np.argmin(scores))]

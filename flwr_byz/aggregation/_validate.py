@@ -50,6 +50,8 @@ def _as_tensor_matrix(updates, check_finite: bool):
     import torch
 
     X = updates.detach()
+    if X.layout != torch.strided:
+        raise ValueError(f"update matrix must be a dense tensor, got layout {X.layout}")
     if X.ndim != 2:
         raise ValueError(f"expected a 2-D (n, d) update matrix, got shape {tuple(X.shape)}")
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -58,7 +60,7 @@ def _as_tensor_matrix(updates, check_finite: bool):
         raise ValueError(f"update matrix must be real-valued, got dtype {X.dtype}")
     if X.dtype not in (torch.float32, torch.float64):
         X = X.to(torch.float32)
-    X = X.contiguous()
+    X = X.resolve_conj().resolve_neg().contiguous()  # a lazy negated view, materialised
     if check_finite:
         raise_if_nonfinite(X)
     return X

@@ -51,9 +51,10 @@ def namespace(x):
 
 
 def to_numpy(x) -> np.ndarray:
-    """A NumPy array with the values of ``x`` (a tensor is copied to the host)."""
+    """A NumPy array with the values of ``x`` (a tensor is copied to the host; a lazy
+    conjugate or negative view is resolved first)."""
     if is_tensor(x):
-        return x.detach().cpu().numpy()
+        return x.detach().cpu().resolve_conj().resolve_neg().numpy()
     return np.asarray(x)
 
 
@@ -127,17 +128,22 @@ def chunk_width(X, rows: int, cpu_columns: int = CHUNK_COLUMNS) -> int:
 
 @contextlib.contextmanager
 def exact_float32_products():
-    """Run float32 matrix products at full float32 precision (no TF32) inside the block."""
+    """Run float32 matrix products at full float32 precision (no TF32) inside the block,
+    through torch's ``fp32_precision`` setting where it exists (torch >= 2.9; reading the
+    legacy ``allow_tf32`` flag after a user set the new one raises), else the legacy flag."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_available():
         yield
         return
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    matmul = torch.backends.cuda.matmul
+    new_api = hasattr(matmul, "fp32_precision")
+    name, value = ("fp32_precision", "ieee") if new_api else ("allow_tf32", False)
+    saved = getattr(matmul, name)
+    setattr(matmul, name, value)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+        setattr(matmul, name, saved)
 
 
 def resolve_device(device: str | None) -> str | None:
@@ -159,26 +165,34 @@ def resolve_device(device: str | None) -> str | None:
             raise ValueError(f"device={device!r}, but torch sees no CUDA device (use 'auto' to fall back to the CPU)")
         if name != "cuda" and int(name[5:]) >= torch.cuda.device_count():
             raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
-        return name
+        return name if name == "cuda" else f"cuda:{int(name[5:])}"
     raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
 
 
-# The per-round inputs a rule may take besides the updates, which :func:`via_host` moves to
-# the host with them (weights too).
-_HOST_INPUTS = ("weights", "center", "server_update", "global_model")
+def host_inputs(kwargs: dict) -> dict:
+    """``kwargs`` with every tensor value (and tensors inside a dict value, e.g. a per-client
+    history) copied to a NumPy array."""
+    out = {}
+    for k, v in kwargs.items():
+        if is_tensor(v):
+            v = to_numpy(v)
+        elif isinstance(v, dict) and any(is_tensor(x) for x in v.values()):
+            v = {key: to_numpy(x) if is_tensor(x) else x for key, x in v.items()}
+        out[k] = v
+    return out
 
 
 def via_host(fn, updates, kwargs: dict):
-    """Call the NumPy rule ``fn`` on a host copy of the tensor ``updates`` (and of its
-    tensor inputs); return its aggregate as a tensor on the updates' device (a report, when
-    asked for, is returned as the rule made it)."""
+    """Call the NumPy rule ``fn`` on a host copy of the tensor ``updates`` (and of every
+    tensor among its other inputs: weights, centre, histories, server update, global model);
+    return its aggregate as a tensor on the updates' device (a report, when asked for, is
+    returned as the rule made it). The tensor is validated first, as a native rule does."""
     import torch
 
-    kwargs = {k: (to_numpy(v) if k in _HOST_INPUTS and is_tensor(v) else v) for k, v in kwargs.items()}
-    X = updates.detach()
-    if X.dtype not in (torch.float32, torch.float64) and not X.is_complex():
-        X = X.to(torch.float32)  # as the NumPy path converts it
-    out = fn(X.cpu().numpy(), **kwargs)
+    from ._validate import as_update_matrix
+
+    kwargs = host_inputs(kwargs)
+    out = fn(to_numpy(as_update_matrix(updates, check_finite=False)), **kwargs)
     if kwargs.get("return_report"):
         agg, report = out
         return torch.as_tensor(agg, device=updates.device), report

@@ -80,7 +80,9 @@ def groups_needed(a1: str, f: int, r: int) -> tuple[int, int]:
 def majority_vote(G, *, tolerance: float | None = None, group_size: int | None = None):
     """Stage 1 on one group's updates: an (r, d) matrix or a list of r row views.
 
-    Exact mode (``tolerance=None``): the winner is a row bit-identical to more than r / 2 rows.
+    Exact mode (``tolerance=None``): the winner is a row equal to more than r / 2 rows
+    (equal values: ``np.array_equal`` / ``torch.equal``, so -0.0 counts as 0.0; rows holding
+    NaN never get here, the update matrix refuses them).
     Tolerance mode: rows i, j agree when |x_i - x_j| <= tolerance * max(|x_i|, |x_j|); the
     winner is the row agreeing with the most rows, if more than r / 2 (itself included); the
     returned update is the mean of the rows that agree with it.
@@ -146,6 +148,11 @@ def detox(updates, groups, *, f: int, a1: str = "multi_krum", a1_params: dict | 
             updates; ``global_model``: FLAME's), passed to A1 as they are.
     """
     X = as_update_matrix(updates)
+    n = X.shape[0]
+    groups = [list(g) for g in groups]
+    if not groups or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n
+                         for g in groups for i in g):
+        raise ValueError(f"DETOX groups must be a non-empty list of lists of row indices in [0, {n}), got {groups!r}")
     t0 = time.perf_counter()
     r = int(group_size or max(len(g) for g in groups))
     if r % 2 == 0:

@@ -83,7 +83,12 @@ def _centred_gram(X: np.ndarray, chunk_columns: int, robust: bool, rows=None) ->
 
 
 def _centred_gram_tensor(X, chunk_columns: int, robust: bool, rows=None) -> np.ndarray:
-    """:func:`_centred_gram` on a tensor's device; returns the float64 NumPy matrix."""
+    """:func:`_centred_gram` on a tensor's device; returns the float64 NumPy matrix.
+
+    Each centred chunk is multiplied in float64 (so no TF32 setting applies), and the sum is
+    made exactly symmetric: a device GEMM need not give the (i, j) and (j, i) products the
+    same rounding, and Krum's ties (broken by the lower client index) must not be decided by
+    that rounding."""
     idx = None if rows is None else row_index(X, rows)
     k = X.shape[0] if rows is None else len(rows)
     G = as_like(np.zeros((k, k)), X, np.float64)
@@ -93,9 +98,10 @@ def _centred_gram_tensor(X, chunk_columns: int, robust: bool, rows=None) -> np.n
         for a in range(0, X.shape[1], step):
             block = X[:, a : a + step] if idx is None else X[idx, a : a + step]
             centre = coordinate_median(block) if robust else average @ block
-            centred = block - centre
-            G += (centred @ centred.T).double()
-    return to_numpy(G)
+            centred = (block - centre).double()
+            G += centred @ centred.T
+    G = to_numpy(G)
+    return 0.5 * (G + G.T)
 
 
 def _duplicates_verified(X: np.ndarray, same: np.ndarray, rows: np.ndarray) -> bool:
@@ -172,7 +178,9 @@ def sq_distances_to(X: np.ndarray, v: np.ndarray) -> np.ndarray:
             for i in range(n):
                 np.subtract(X[i, a : a + step], centre, out=diff)
                 part = float(np.dot(diff, diff))
-                if not math.isfinite(part):  # overflow, or a NaN / Inf in X (the caller checks)
+                if not math.isfinite(part) or (part == 0.0 and diff.any()):
+                    # overflow, or a NaN / Inf in X (the caller checks); or squares that all
+                    # underflow (subnormal differences): float64 has the range for both
                     diff64 = X[i, a : a + step].astype(np.float64) - centre
                     part = float(np.dot(diff64, diff64))
                 sq[i] += part

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_update_matrix, check_f
-from .backend import as_like, chunk_width, device_of, is_tensor, namespace, row_index, to_numpy, zeros
+from .backend import as_like, chunk_width, device_of, exact_float32_products, is_tensor, namespace, row_index, to_numpy, zeros
 from .distances import distances_to, pairwise_sq_distances
 
 
@@ -106,6 +106,7 @@ def nearest_neighbor_mixing(updates, *, f: int) -> np.ndarray:
     M = as_like(M, X)
     out = namespace(X).empty_like(X)
     step = chunk_width(X, n)
-    for a in range(0, d, step):
-        out[:, a : a + step] = M @ X[:, a : a + step]
+    with exact_float32_products():  # no TF32 on a CUDA tensor
+        for a in range(0, d, step):
+            out[:, a : a + step] = M @ X[:, a : a + step]
     return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ._validate import check_f
-from .backend import is_tensor, via_host
+from .backend import host_inputs, is_tensor, via_host
 
 # The per-round inputs a strategy passes to a rule that takes them (by keyword), besides the
 # updates: centered clipping's centre, ClippedClustering's norm history, FoolsGold's
@@ -186,7 +186,7 @@ def _tensors_via_host(fn: Callable) -> Callable:
     def rule(updates, **kwargs):
         if is_tensor(updates):
             return via_host(fn, updates, kwargs)
-        return fn(updates, **kwargs)
+        return fn(updates, **host_inputs(kwargs))  # NumPy updates: tensor inputs to the host too
 
     return rule
 

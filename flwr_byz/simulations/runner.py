@@ -585,6 +585,11 @@ def client_resources(client_cpus: float = 1.0, client_gpus: float | None = None)
     share them, so Ray runs as many clients at once as without GPUs; 0 without a GPU.
     Ray hides the GPUs from an actor that reserves none, so 0 means CPU training.
     """
+    for name, value in (("client CPUs", client_cpus), ("client GPUs", client_gpus)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(float(client_cpus)) and float(client_cpus) > 0):
+        raise ValueError(f"client CPUs must be a finite number > 0, got {client_cpus!r}")
     if client_gpus is None:
         import torch
 
@@ -592,6 +597,8 @@ def client_resources(client_cpus: float = 1.0, client_gpus: float | None = None)
         client_gpus = min(1.0, gpus * float(client_cpus) / max(os.cpu_count() or 1, 1)) if gpus else 0.0
     if not (0.0 <= float(client_gpus) and math.isfinite(float(client_gpus))):
         raise ValueError(f"client GPUs must be a finite fraction >= 0, got {client_gpus!r}")
+    if float(client_gpus) > 1 and float(client_gpus) != int(client_gpus):
+        raise ValueError(f"client GPUs above 1 must be whole GPUs (Ray's rule), got {client_gpus!r}")
     return {"num_cpus": float(client_cpus), "num_gpus": float(client_gpus)}
 
 
