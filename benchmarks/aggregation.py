@@ -45,15 +45,14 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from machine_info import machine
 
-import flwr
 from flwr.app import Array, ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.server.strategy.aggregate import (
     _aggregate_n_closest_weights,
@@ -631,19 +630,6 @@ def _blas_limit(threads: int) -> str:
     pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
     return "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}), "
                      f"{p.get('num_threads')} thread(s)" for p in pools) or "no BLAS pool found"
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "flwr": flwr.__version__, "platform": platform.platform()}
 
 
 def main(argv=None) -> int:

@@ -35,13 +35,12 @@ import argparse
 import gc
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine_info import machine
 import torch
 
 from flwr_byz.aggregation import REGISTRY, nearest_neighbor_mixing
@@ -217,20 +216,6 @@ def table(results: dict) -> str:
     if results["skipped_backends"]:
         lines.append(f"\nnot measured here (no device): {', '.join(results['skipped_backends'])}")
     return "\n".join(lines) + "\n"
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
-            "numpy": np.__version__, "torch": torch.__version__, "platform": platform.platform()}
 
 
 def main(argv=None) -> int:
