@@ -10,7 +10,8 @@ backend and rule:
 
 - the time of the rule (best of ``--repeats`` after one warm-up; CUDA calls synchronised),
 - the ratio to the rule's floor *on that backend*: one float32 Gram product ``X @ X.T`` for
-  the distance rules (Krum, Multi-Krum, NNM; Bulyan adds one sort of its theta rows), one
+  the distance rules (Krum, Multi-Krum; Bulyan adds one sort of its theta rows; NNM adds
+  its mixing product ``M @ X`` of an (n, n) matrix with X, which writes an (n, d) result), one
   full sort of the columns (``np.partition`` at the median on NumPy, ``torch.sort`` along
   the clients on torch) for the coordinate rules (median, trimmed mean, Meamed, signSGD),
   one mean ``X.mean(0)`` for the mean, and for the iterative rules two mean-priced passes
@@ -75,19 +76,25 @@ def timed(fn, backend: str, repeats: int, budget: float) -> tuple[float, object]
 
 
 def floors(X, backend: str, repeats: int, budget: float) -> dict:
-    """The anchors of one backend: Gram product, column sort (or partition), mean."""
+    """The anchors of one backend: Gram product, column sort (or partition), mean, and an
+    (n, n) @ (n, d) product (NNM's mixing)."""
     n = X.shape[0]
+    M = np.full((n, n), 1.0 / n, dtype=np.float32)
     if backend == "numpy":
         gram = lambda: X @ X.T  # noqa: E731
         sort = lambda: np.partition(X, n // 2, axis=0)  # noqa: E731
         mean = lambda: X.mean(axis=0)  # noqa: E731
+        mix = lambda: M @ X  # noqa: E731
     else:
+        Mt = torch.from_numpy(M).to(X.device)
         prev = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         gram = lambda: X @ X.T  # noqa: E731
         sort = lambda: torch.sort(X, dim=0).values  # noqa: E731
         mean = lambda: X.mean(dim=0)  # noqa: E731
-    out = {name: timed(fn, backend, repeats, budget)[0] for name, fn in (("gram", gram), ("sort", sort), ("mean", mean))}
+        mix = lambda: Mt @ X  # noqa: E731
+    out = {name: timed(fn, backend, repeats, budget)[0]
+           for name, fn in (("gram", gram), ("sort", sort), ("mean", mean), ("mix", mix))}
     if backend != "numpy":
         torch.backends.cuda.matmul.allow_tf32 = prev
     return out
@@ -106,8 +113,10 @@ def rule_call(rule: str, X, f: int):
 
 
 def rule_floor(rule: str, fl: dict) -> tuple[float, str]:
-    if rule in ("krum", "multi_krum", "nnm"):
+    if rule in ("krum", "multi_krum"):
         return fl["gram"], "1 Gram"
+    if rule == "nnm":
+        return fl["gram"] + fl["mix"], "1 Gram + 1 mixing product"
     if rule == "bulyan":
         return fl["gram"] + fl["sort"], "1 Gram + 1 sort"
     if rule in ("median", "trimmed_mean", "meamed", "signsgd_majority"):
@@ -212,7 +221,8 @@ def table(results: dict) -> str:
             lines.append(f"| {r['rule']} | {r['backend']} | {r['seconds']:.3f} | {r['floor']} ({r['floor_s']:.3f} s) "
                          f"| {r['x_floor']:.2f} | {'' if diff is None else f'{diff:.1e}'} | {share} |")
         for backend, fl in size.get("floors", {}).items():
-            lines.append(f"\nfloors on {backend}: Gram {fl['gram']:.3f} s, sort {fl['sort']:.3f} s, mean {fl['mean']:.4f} s")
+            lines.append(f"\nfloors on {backend}: Gram {fl['gram']:.3f} s, sort {fl['sort']:.3f} s, mean {fl['mean']:.4f} s, "
+                         f"(n, n) @ (n, d) {fl['mix']:.3f} s")
     if results["skipped_backends"]:
         lines.append(f"\nnot measured here (no device): {', '.join(results['skipped_backends'])}")
     return "\n".join(lines) + "\n"

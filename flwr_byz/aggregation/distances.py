@@ -85,10 +85,12 @@ def _centred_gram(X: np.ndarray, chunk_columns: int, robust: bool, rows=None) ->
 def _centred_gram_tensor(X, chunk_columns: int, robust: bool, rows=None) -> np.ndarray:
     """:func:`_centred_gram` on a tensor's device; returns the float64 NumPy matrix.
 
-    Each centred chunk is multiplied in float64 (so no TF32 setting applies), and the sum is
-    made exactly symmetric: a device GEMM need not give the (i, j) and (j, i) products the
-    same rounding, and Krum's ties (broken by the lower client index) must not be decided by
-    that rounding."""
+    Each centred chunk's product runs in X's precision without TF32 and is accumulated in
+    float64, as on NumPy, and the sum is made exactly symmetric: a device GEMM need not give
+    the (i, j) and (j, i) products the same rounding, and Krum's ties (broken by the lower
+    client index) must not be decided by that rounding. Entries the product leaves
+    unresolved (bit-identical rows whose products rounded apart among them) go on to the
+    later passes, as on NumPy."""
     idx = None if rows is None else row_index(X, rows)
     k = X.shape[0] if rows is None else len(rows)
     G = as_like(np.zeros((k, k)), X, np.float64)
@@ -98,10 +100,33 @@ def _centred_gram_tensor(X, chunk_columns: int, robust: bool, rows=None) -> np.n
         for a in range(0, X.shape[1], step):
             block = X[:, a : a + step] if idx is None else X[idx, a : a + step]
             centre = coordinate_median(block) if robust else average @ block
-            centred = (block - centre).double()
-            G += centred @ centred.T
+            centred = block - centre
+            G += (centred @ centred.T).double()
     G = to_numpy(G)
-    return 0.5 * (G + G.T)
+    G = 0.5 * (G + G.T)
+    _same_rows_same_products(X, G, np.arange(k) if rows is None else np.asarray(rows))
+    return G
+
+
+def _same_rows_same_products(X, G: np.ndarray, rows: np.ndarray) -> None:
+    """Give bit-identical rows of X identical rows and columns of G (in place): a device
+    GEMM may round their products apart by position, and then the Krum scores of identical
+    updates (ALIE's colluders, copies) would differ by rounding instead of tying (ties go to
+    the lower client index). Candidates are the pairs whose distance the products make
+    tiny; each is checked against the first row of its class, bit for bit, on X's device."""
+    sq = np.diag(G)
+    with np.errstate(invalid="ignore"):
+        near = np.abs(sq[:, None] + sq[None, :] - 2.0 * G) <= 1e-5 * (sq[:, None] + sq[None, :])
+    rep = np.arange(len(rows))
+    for j in range(len(rows)):
+        for i in np.flatnonzero(near[j, :j]):
+            if rep[i] == i and rows_equal(X, int(rows[i]), int(rows[j])):
+                rep[j] = i
+                break
+    for j in np.flatnonzero(rep != np.arange(len(rows))):
+        G[j, :] = G[rep[j], :]
+        G[:, j] = G[:, rep[j]]
+        G[j, j] = G[rep[j], rep[j]]
 
 
 def _duplicates_verified(X: np.ndarray, same: np.ndarray, rows: np.ndarray) -> bool:
