@@ -88,9 +88,9 @@ def _centred_gram_tensor(X, chunk_columns: int, robust: bool, rows=None) -> np.n
     Each centred chunk's product runs in X's precision without TF32 and is accumulated in
     float64, as on NumPy, and the sum is made exactly symmetric: a device GEMM need not give
     the (i, j) and (j, i) products the same rounding, and Krum's ties (broken by the lower
-    client index) must not be decided by that rounding. Entries the product leaves
-    unresolved (bit-identical rows whose products rounded apart among them) go on to the
-    later passes, as on NumPy."""
+    client index) must not be decided by that rounding; bit-identical rows get identical
+    Gram rows (:func:`_same_rows_same_products`). What the products still leave unresolved
+    goes on to the later passes, as on NumPy."""
     idx = None if rows is None else row_index(X, rows)
     k = X.shape[0] if rows is None else len(rows)
     G = as_like(np.zeros((k, k)), X, np.float64)
