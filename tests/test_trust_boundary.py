@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flwr_byz.aggregation import RULES, PreAggregator, RobustAggregator
+from flwr_byz.aggregation import REGISTRY, RULES, PreAggregator, RobustAggregator
 from flwr_byz.strategies.robust_round import RobustRound
 from flwr_byz.updates import ModelLayout, apply_update, policy_weights, read_weight, stack_updates
 
@@ -396,7 +396,10 @@ def _detox_groups(honest, hostile, api):
     return groups + [rest[i:i + 3] for i in range(0, len(rest), 3)]
 
 
-def fuzz_one(rule, f, pre, detox, api, data):
+def fuzz_one(rule, f, pre, detox, api, data, device=None):
+    """One fuzzed round; ``device``: the strategy's torch device (``"cpu"`` runs the torch
+    path on the CPU, as ``device="cuda"`` does on a GPU), then also checked against the NumPy
+    path on the same replies."""
     g = global_arrays()
     honest = _honest_specs(g, N_HONEST, seed=data.draw(st.integers(0, 100), label="honest seed"),
                            copies=3 if detox else 1)
@@ -405,11 +408,27 @@ def fuzz_one(rule, f, pre, detox, api, data):
     order = data.draw(st.permutations(range(len(specs))), label="order")
     specs = [specs[i] for i in order]
     strategy = make_strategy(api, rule, f, pre=pre, detox=detox)
+    if device is not None:
+        strategy.robust.device = device  # what device="cuda" sets
     groups = _detox_groups(honest, hostile, api) if detox else None
     with LogCapture() as logs:
         out = aggregate(strategy, api, g, specs, groups=groups)
     need = None if detox else strategy.robust.aggregator.minimum_clients()
     _check_round(strategy, api, g, specs, out, logs.lines, need, f)
+    if device is not None:
+        # the same replies on the NumPy path: the same drops, the same skip, the same model
+        reference = make_strategy(api, rule, f, pre=pre, detox=detox)
+        ref = aggregate(reference, api, g, specs, groups=groups)
+        assert strategy.history[-1]["dropped"].keys() == reference.history[-1]["dropped"].keys()
+        assert (out is None) == (ref is None), (strategy.history[-1]["skipped"], reference.history[-1]["skipped"])
+        for a, b in zip(out or [], ref or []):
+            a, b = np.asarray(a), np.asarray(b)
+            assert a.dtype == b.dtype and a.shape == b.shape
+            if a.dtype.kind in "fc":
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(a, b)
+        return
     if detox and len(hostile) <= 1:
         # three honest groups win their votes: enough for A1 at f1 = f // 2 = 0
         assert out is not None, f"DETOX skipped a round its honest groups win: {strategy.history[-1]['skipped']}"
@@ -428,6 +447,27 @@ def fuzz_one(rule, f, pre, detox, api, data):
 @given(data=st.data())
 def test_fuzz_hostile_replies(rule, f, pre, detox, api, data):
     fuzz_one(rule, f, pre, detox, api, data)
+
+
+# The torch path (a strategy's device="cuda"; here torch on the CPU): every tensor-native
+# rule, a rule that runs on a host copy, a pre-aggregator and DETOX.
+TORCH_CASES = ([(rule, 0 if rule == "mean" else 1, (), False) for rule in sorted(RULES)
+                if REGISTRY[rule].tensor_native]
+               + [("dnc", 1, (), False), ("signguard", 1, (), False), ("krum", 1, (PreAggregator("nnm"),), False),
+                  ("median", 1, (), True)])
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("rule, f, pre, detox", TORCH_CASES,
+                         ids=[f"{'detox-' if d else ''}{r}{'+' + pre[0].kind if pre else ''}" for r, _, pre, d in TORCH_CASES])
+@settings(max_examples=max(EXAMPLES // 2, 3), deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+@given(data=st.data())
+def test_fuzz_hostile_replies_on_the_torch_path(rule, f, pre, detox, api, data):
+    """The hostile replies through a strategy whose rule computes on a torch device: the
+    harness's checks, and the NumPy path's drops, skip and model on the same replies."""
+    pytest.importorskip("torch")
+    fuzz_one(rule, f, pre, detox, api, data, device="cpu")
 
 
 @pytest.mark.parametrize("api", APIS)

@@ -23,7 +23,10 @@ def _index_dataset(labels: np.ndarray):
 
 
 def _indices(partitioner, num_partitions: int) -> list[np.ndarray]:
-    return [np.sort(np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64)) for i in range(num_partitions)]
+    # a slice in NumPy format reads the column at once; a Dataset's column (a lazy Column in
+    # datasets >= 4) would be read row by row: 60,000 rows took 13 s for MNIST
+    return [np.sort(np.asarray(partitioner.load_partition(i).with_format("numpy")[:]["index"], dtype=np.int64))
+            for i in range(num_partitions)]
 
 
 def iid_partitions(num_examples: int, num_partitions: int, seed: int = 0) -> list[np.ndarray]:
