@@ -62,6 +62,32 @@ def test_alie_clients_send_mu_minus_z_sigma_of_their_own_updates(tmp_path):
     assert all(np.array_equal(first, _flat(r[0])) for r in replies)
 
 
+def test_the_colluders_common_vector_is_computed_once_per_round(tmp_path, monkeypatch):
+    from flwr_byz import attacks
+
+    calls = []
+    real = attacks.alie_update
+    monkeypatch.setattr(attacks, "alie_update", lambda X, **kw: calls.append(len(X)) or real(X, **kw))
+    bad = [0, 1, 2, 3]
+
+    def round_of(store, server_round):
+        collusion = Collusion(bad, StepClient, store_dir=store)
+        return [_flat(AlieClient(StepClient(p), collusion=collusion, num_clients=12).fit(
+            _global(), {"server-round": server_round})[0]) for p in bad]
+
+    first = round_of(tmp_path / "a", 1)
+    assert calls == [4]  # four colluders, one ALIE computation
+    assert all(np.array_equal(first[0], v) for v in first[1:])
+    round_of(tmp_path / "a", 2)  # another round
+    round_of(tmp_path / "b", 1)  # another run's store: nothing shared across runs
+    assert calls == [4, 4, 4]
+    # the shared vector is the one each colluder would compute alone (from the pooled updates)
+    own = np.stack([_honest_update64(p) for p in bad])
+    z = alie_z_max(12, len(bad))
+    np.testing.assert_allclose(first[0] - _flat(_global()), own.mean(axis=0) - z * own.std(axis=0), rtol=1e-5,
+                               atol=1e-5)
+
+
 def test_alie_update_ignores_the_honest_clients(tmp_path):
     a = AlieClient(StepClient(0), collusion=Collusion([0, 1, 2], StepClient, store_dir=tmp_path), z=1.0)
     b = AlieClient(StepClient(0), collusion=Collusion([0, 1, 2], StepClient, store_dir=tmp_path / "b"), z=1.0)

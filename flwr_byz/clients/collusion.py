@@ -63,13 +63,18 @@ class Collusion:
         self.store_dir = Path(store_dir or default)
         self.label = label
 
+    def round_key(self, parameters, config) -> str:
+        """The key of the round (its global weights and number, the label, the partitions):
+        equal for every corrupted client of one attack in one round."""
+        return weights_fingerprint(parameters, f"{dict(config).get('server-round', 0)}|{self.label}|{self.partition_ids}")
+
     def honest_updates(self, parameters, config) -> np.ndarray:
         """(m, d) float32 matrix: each controlled partition's honest update (weights - global)."""
         layout = ModelLayout.of(list(parameters))
         # Under DETOX each member is told to train on its group's shard; the attacker's
         # statistics come from the partitions it owns, so the group keys are dropped here.
         config = {k: v for k, v in dict(config).items() if not str(k).startswith("detox-")}
-        key = weights_fingerprint(parameters, f"{config.get('server-round', 0)}|{self.label}|{self.partition_ids}")
+        key = self.round_key(parameters, config)
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.store_dir / f"{key}.npy"
         with open(self.store_dir / f"{key}.lock", "w") as lock:

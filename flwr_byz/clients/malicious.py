@@ -11,12 +11,15 @@ under ``attack.*`` keys. ``evaluate`` stays honest.
 Attacks that need statistics over all corrupted clients of the round (ALIE, IPM, Min-Max,
 Min-Sum) take a :class:`~flwr_byz.clients.collusion.Collusion`; without one, the client
 uses its own honest update only (for ALIE that means sigma = 0: the update is sent
-unchanged, and a warning says so).
+unchanged, and a warning says so). The corrupted clients of one process and round send one
+common vector, computed by the first of them (see ``SHARED_VECTOR``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import OrderedDict
 
 import numpy as np
 from flwr.client import NumPyClient
@@ -31,6 +34,12 @@ LOG = logging.getLogger("flwr_byz.clients")
 # the corrupted clients' honest updates.
 ATTACKS = attack_names("model", "data", "malformed", "weight")
 COLLUDING = tuple(a for a in colluding_attacks() if a in ATTACKS)
+# Colluding attacks whose vector is a function of the round's pooled updates and the attack's
+# parameters alone: every corrupted client sends the same one, so it is computed once per
+# process and round (a rule-aware search runs the rule some 20 times: 1 to 2 s per client
+# at MNIST size, n = 51). Fang's trimmed-mean attack draws per client and is not shared.
+SHARED_VECTOR = tuple(a for a in COLLUDING if a != "fang_trimmed_mean")
+_ROUND_VECTORS: OrderedDict = OrderedDict()  # (store, round key, attack, params) -> (update, metrics)
 
 
 class MaliciousClient(NumPyClient):
@@ -98,52 +107,19 @@ class MaliciousClient(NumPyClient):
             return self._garbage(parameters, kind), num_examples, {**metrics, "attack.garbage": 1}
         layout = ModelLayout.of(list(parameters))
         p = self.params
-        if self.attack in COLLUDING:
-            X = self._known_updates(parameters, config, weights)
-            if self.attack == "alie":
-                n = p.get("num_clients")
-                z = p.get("z")
-                if z is None:
-                    z = attacks.alie_z_max(int(n), int(p.get("num_malicious", X.shape[0])))
-                update = attacks.alie_update(X, z=float(z))
-                metrics["attack.alie-z"] = float(z)
-                for zz, frac in attacks.alie_forecast(X).items():
-                    metrics[f"attack.forecast-z{zz:g}"] = float(frac)
-            elif self.attack == "ipm":
-                update = attacks.inner_product_manipulation(X, epsilon=float(p.get("epsilon", 0.1)))
-            elif self.attack == "mimic":
-                update, chosen = attacks.mimic(X)
-                metrics["attack.mimicked"] = int(chosen)
-            elif self.attack in ("alie_optimal", "ipm_optimal"):
-                if not p.get("rule"):
-                    raise ValueError(f"{self.attack} needs the server's rule: attack parameter 'rule'")
-                search = attacks.optimal_alie if self.attack == "alie_optimal" else attacks.optimal_ipm
-                update, scale, harm = search(
-                    X, rule=str(p["rule"]), f=int(p.get("num_malicious", X.shape[0])),
-                    n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
-                    **{k: p[k] for k in ("evals", "start", "delta", "ratio") if k in p})
-                metrics["attack.scale"], metrics["attack.harm"] = float(scale), float(harm)
-            elif self.attack == "agr_tailored":
-                if not p.get("rule"):
-                    raise ValueError("agr_tailored needs the server's rule: attack parameter 'rule'")
-                update, gamma, harm = attacks.agr_tailored(
-                    X, rule=str(p["rule"]), f=int(p.get("num_malicious", X.shape[0])),
-                    n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
-                    **{k: p[k] for k in ("direction", "gamma_init", "tau") if k in p})
-                metrics["attack.scale"], metrics["attack.harm"] = float(gamma), float(harm)
-            elif self.attack == "fang_trimmed_mean":  # each attacker its own draw, reproducible per (seed, round)
-                seed = p.get("seed")
-                pid = int(getattr(self.honest, "partition_id", 0))
-                seed = None if seed is None else (int(seed), int(config.get("server-round", 0)), pid)
-                update = attacks.fang_trimmed_mean(X, b=float(p.get("b", 2.0)), rng=seed)
-            elif self.attack == "fang_krum":
-                update, lam = attacks.fang_krum(X, f=int(p.get("num_malicious", X.shape[0])),
-                                                threshold=float(p.get("threshold", 1e-5)))
-                metrics["attack.scale"] = float(lam)
-            elif self.attack == "min_max":
-                update = attacks.min_max(X, direction=p.get("direction", "unit_vec"))
-            else:
-                update = attacks.min_sum(X, direction=p.get("direction", "unit_vec"))
+        if self.attack in SHARED_VECTOR and hasattr(self.collusion, "round_key"):
+            # keyed like the collusion's own store (its folder and round key), plus the attack
+            key = (str(self.collusion.store_dir), self.collusion.round_key(parameters, config), self.attack,
+                   json.dumps(self.params, sort_keys=True, default=repr))
+            if key not in _ROUND_VECTORS:
+                X = self._known_updates(parameters, config, weights)
+                _ROUND_VECTORS[key] = self._colluding_update(X, config, {})
+                while len(_ROUND_VECTORS) > 8:
+                    _ROUND_VECTORS.popitem(last=False)
+            update, extra = _ROUND_VECTORS[key]
+            metrics.update(extra)
+        elif self.attack in COLLUDING:
+            update, extra = self._colluding_update(self._known_updates(parameters, config, weights), config, metrics)
         else:
             own = layout.flatten(weights) - layout.flatten(parameters)
             if self.attack == "sign_flip":
@@ -157,6 +133,56 @@ class MaliciousClient(NumPyClient):
                 update = attacks.constant_update(layout.dim, c=float(p.get("c", -1.0)))
         metrics["attack.malicious"] = 1
         return apply_update(layout, parameters, np.asarray(update, dtype=np.float32)), num_examples, metrics
+
+    def _colluding_update(self, X, config, metrics: dict):
+        """(update, metrics) of a colluding attack on the pooled updates ``X``; its metrics
+        are added to ``metrics`` (a new dict for a shared vector)."""
+        p = self.params
+        if self.attack == "alie":
+            n = p.get("num_clients")
+            z = p.get("z")
+            if z is None:
+                z = attacks.alie_z_max(int(n), int(p.get("num_malicious", X.shape[0])))
+            update = attacks.alie_update(X, z=float(z))
+            metrics["attack.alie-z"] = float(z)
+            for zz, frac in attacks.alie_forecast(X).items():
+                metrics[f"attack.forecast-z{zz:g}"] = float(frac)
+        elif self.attack == "ipm":
+            update = attacks.inner_product_manipulation(X, epsilon=float(p.get("epsilon", 0.1)))
+        elif self.attack == "mimic":
+            update, chosen = attacks.mimic(X)
+            metrics["attack.mimicked"] = int(chosen)
+        elif self.attack in ("alie_optimal", "ipm_optimal"):
+            if not p.get("rule"):
+                raise ValueError(f"{self.attack} needs the server's rule: attack parameter 'rule'")
+            search = attacks.optimal_alie if self.attack == "alie_optimal" else attacks.optimal_ipm
+            update, scale, harm = search(
+                X, rule=str(p["rule"]), f=int(p.get("num_malicious", X.shape[0])),
+                n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
+                **{k: p[k] for k in ("evals", "start", "delta", "ratio") if k in p})
+            metrics["attack.scale"], metrics["attack.harm"] = float(scale), float(harm)
+        elif self.attack == "agr_tailored":
+            if not p.get("rule"):
+                raise ValueError("agr_tailored needs the server's rule: attack parameter 'rule'")
+            update, gamma, harm = attacks.agr_tailored(
+                X, rule=str(p["rule"]), f=int(p.get("num_malicious", X.shape[0])),
+                n=int(p["num_clients"]) if p.get("num_clients") else None, rule_params=p.get("rule_params"),
+                **{k: p[k] for k in ("direction", "gamma_init", "tau") if k in p})
+            metrics["attack.scale"], metrics["attack.harm"] = float(gamma), float(harm)
+        elif self.attack == "fang_trimmed_mean":  # each attacker its own draw, reproducible per (seed, round)
+            seed = p.get("seed")
+            pid = int(getattr(self.honest, "partition_id", 0))
+            seed = None if seed is None else (int(seed), int(config.get("server-round", 0)), pid)
+            update = attacks.fang_trimmed_mean(X, b=float(p.get("b", 2.0)), rng=seed)
+        elif self.attack == "fang_krum":
+            update, lam = attacks.fang_krum(X, f=int(p.get("num_malicious", X.shape[0])),
+                                            threshold=float(p.get("threshold", 1e-5)))
+            metrics["attack.scale"] = float(lam)
+        elif self.attack == "min_max":
+            update = attacks.min_max(X, direction=p.get("direction", "unit_vec"))
+        else:
+            update = attacks.min_sum(X, direction=p.get("direction", "unit_vec"))
+        return np.asarray(update, dtype=np.float32), metrics
 
     def _fit_label_flip(self, parameters, config):
         """Train with flipped labels on whatever data the client trains on this round: its
