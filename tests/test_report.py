@@ -89,6 +89,10 @@ def test_report_command_on_a_results_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seeds 0,1" in out and "| defense | none | sign_flip |" in out
     assert (tmp_path / "table.md").read_text() == out
+    # the header names the command that regenerates the table, flags included
+    assert main(["report", str(tmp_path), "--by-cell"]) == 0
+    out = capsys.readouterr().out
+    assert f"`flwr-byz report {tmp_path} --by-cell`" in out and "| defense | attack | n | m |" in out
 
 
 def test_report_pools_several_folders_and_names_them(tmp_path, capsys):
