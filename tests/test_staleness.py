@@ -141,3 +141,12 @@ def test_the_trimmed_mean_under_alie_on_mnist_over_the_tables_seeds(tmp_path):
              for s in (0, 1, 2)]
     # the table's columns: defense, none, alie, sign_flip
     assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-table-1thread", "trimmed_mean", 2), abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_meamed_under_alie_on_mnist_over_the_catalogue_tables_seeds(tmp_path):
+    # the catalogue's ALIE column, pooled from three code versions: its only chaotic check
+    # (the CAF cell above is sign flipping, which any thread count reproduces)
+    cells = [RunConfig(strategy="meamed", attack="alie", data_root=str(DATA), seed=s, **MNIST_ALIE) for s in (0, 1, 2)]
+    # the catalogue table's columns: defense, none, alie, sign_flip
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("catalogue-table", "meamed", 2), abs=TOLERANCE)
