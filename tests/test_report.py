@@ -89,6 +89,9 @@ def test_report_command_on_a_results_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seeds 0,1" in out and "| defense | none | sign_flip |" in out
     assert (tmp_path / "table.md").read_text() == out
+    import torch
+
+    assert f"threads (torch/BLAS) {torch.get_num_threads()}/" in out  # the runs' thread counts, named
     # the header names the command that regenerates the table, flags included
     assert main(["report", str(tmp_path), "--by-cell"]) == 0
     out = capsys.readouterr().out

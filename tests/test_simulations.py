@@ -311,8 +311,14 @@ def test_results_carry_their_provenance(tmp_path):
 
     assert head["engine"] == "inprocess" and head["flwr"] == flwr.__version__ and head["numpy"] == numpy.__version__
     assert head["code_version"] and head["command"] and head["started_utc"]
+    import torch
+    from threadpoolctl import threadpool_info
+
+    blas = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    assert head["threads"] == f"{torch.get_num_threads()}/{blas}"  # a chaotic run repeats only at equal counts
     (s,) = summarize(rows)
     assert s["seed"] == 3 and s["engine"] == "inprocess" and s["code_version"] == head["code_version"]
+    assert s["threads"] == head["threads"]
 
 
 @pytest.mark.timeout(300)

@@ -1,4 +1,5 @@
-"""Where a result came from: the code version, the library versions, the engine, the command.
+"""Where a result came from: the code version, the library versions, the engine, the thread
+counts, the command.
 
 Written into the first row (round 0) of every run in ``results.jsonl`` and into its
 ``summary.csv`` row, so that a table can always be traced to the code that made it.
@@ -41,10 +42,30 @@ def _version(package: str) -> str | None:
         return None
 
 
+def threads() -> str:
+    """``"<torch>/<BLAS>"``: torch's intra-op threads and the most threads of a loaded BLAS
+    (threadpoolctl), in this process. Under an attack like ALIE a run is chaotic and another
+    thread count sums in another order, so two runs of one seed agree only at equal counts.
+    In the Simulation Engine this is the server's process; Ray gives each client actor
+    ``OMP_NUM_THREADS`` = its CPUs unless the variable is set."""
+    import torch
+
+    blas = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+        blas = max(counts) if counts else None
+    except ImportError:
+        pass
+    return f"{torch.get_num_threads()}/{blas if blas is not None else '?'}"
+
+
 def provenance(engine: str) -> dict:
     """The provenance record of a run made now with ``engine``."""
     return {
         "code_version": code_version(), "flwr": _version("flwr"), "torch": _version("torch"),
         "numpy": _version("numpy"), "python": platform.python_version(), "engine": engine,
+        "threads": threads(),
         "command": shlex.join(sys.argv), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
