@@ -114,7 +114,7 @@ class MaliciousClient(NumPyClient):
             if key not in _ROUND_VECTORS:
                 X = self._known_updates(parameters, config, weights)
                 _ROUND_VECTORS[key] = self._colluding_update(X, config, {})
-                while len(_ROUND_VECTORS) > 8:
+                while len(_ROUND_VECTORS) > 2:  # the round's vector (d floats each: 44 MB at ResNet-18 size)
                     _ROUND_VECTORS.popitem(last=False)
             update, extra = _ROUND_VECTORS[key]
             metrics.update(extra)
