@@ -75,6 +75,27 @@ def test_unknown_dataset_is_refused():
         datasets.load_dataset("imagenet-22k")
 
 
+def test_partition_and_shard_slices_are_the_rows_and_kept_within_the_byte_bound(monkeypatch):
+    from flwr_byz.simulations import runner
+
+    key = ("digits", None, "mlp", 5, "iid", 0.5, 0)
+    data, parts = runner.load_partitioned(key)
+    one = data.x_train[parts[0]].nbytes + data.y_train[parts[0]].nbytes
+    runner._CACHE.pop((key, "slices"), None), runner._CACHE.pop((key, "slice-bytes"), None)
+    monkeypatch.setattr(runner, "SLICE_CACHE_BYTES", int(2.5 * one))  # room for two partitions
+    for pid in range(5):
+        x, y = runner.partition_data(key, pid)
+        np.testing.assert_array_equal(x, data.x_train[parts[pid]])
+        np.testing.assert_array_equal(y, data.y_train[parts[pid]])
+    assert runner.partition_data(key, 0)[0] is runner.partition_data(key, 0)[0]  # kept: cut once
+    assert runner.partition_data(key, 4)[0] is not runner.partition_data(key, 4)[0]  # past the bound: cut per call
+    assert runner._CACHE[(key, "slice-bytes")] <= runner.SLICE_CACHE_BYTES
+    shard = runner.detox_shard(key, 1, 3)
+    idx = runner._detox_shards(key, 3)[1]
+    np.testing.assert_array_equal(shard[0], data.x_train[idx])
+    np.testing.assert_array_equal(shard[1], data.y_train[idx])
+
+
 def test_iid_partitions_cover_every_example_once():
     parts = iid_partitions(103, 10, seed=1)
     allidx = np.concatenate(parts)

@@ -72,29 +72,43 @@ def _detox_shards(key: tuple, num_shards: int) -> list[np.ndarray]:
     return iid_partitions(len(data.y_train), num_shards, seed=key[-1])
 
 
+# Slices kept per process (a partition's or DETOX shard's rows), up to this many bytes; past
+# it, a slice is cut on every call as before (a bound on each Ray actor's extra memory: MNIST's
+# training set is 188 MB, CIFAR-10's 614 MB).
+SLICE_CACHE_BYTES = 512 * 2**20
+
+
+def _slice(key: tuple, which: tuple, idx_fn) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) rows ``idx_fn()`` of the training set of ``key``, cut once per process while
+    the slices kept stay under :data:`SLICE_CACHE_BYTES`."""
+    data, _ = load_partitioned(key)
+    slices = _CACHE.setdefault((key, "slices"), {})
+    if which in slices:
+        return slices[which]
+    idx = idx_fn()
+    out = (data.x_train[idx], data.y_train[idx])
+    used = _CACHE.get((key, "slice-bytes"), 0)
+    size = out[0].nbytes + out[1].nbytes
+    if used + size <= SLICE_CACHE_BYTES:
+        slices[which] = out
+        _CACHE[(key, "slice-bytes")] = used + size
+    return out
+
+
 def detox_shard(key: tuple, shard: int, num_shards: int):
     """DETOX shard ``shard`` of ``num_shards``: a seeded IID split of the whole training set,
-    the same on every client (the data replication DETOX assumes); sliced once per process
-    and data key, read-only to its callers like :func:`partition_data`."""
-    data, _ = load_partitioned(key)
-    slices = _CACHE.setdefault((key, "shards", num_shards), {})
-    if shard not in slices:
-        idx = _detox_shards(key, num_shards)[shard]
-        slices[shard] = (data.x_train[idx], data.y_train[idx])
-    return slices[shard]
+    the same on every client (the data replication DETOX assumes); kept per process like
+    :func:`partition_data`, and read-only to its callers."""
+    return _slice(key, ("shard", num_shards, shard), lambda: _detox_shards(key, num_shards)[shard])
 
 
 def partition_data(key: tuple, pid: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of partition ``pid``, sliced once per process and data key: a simulated client
-    is rebuilt every round (as Flower's ``client_fn`` builds it), so its slice is shared, not
-    copied again (MNIST at n = 51: 51 copies of 1,176 images per round). Callers treat it as
-    read-only: the attacks that change data (label flipping, backdoors) work on copies."""
-    data, parts = load_partitioned(key)
-    slices = _CACHE.setdefault((key, "slices"), {})
-    if pid not in slices:
-        idx = parts[pid]
-        slices[pid] = (data.x_train[idx], data.y_train[idx])
-    return slices[pid]
+    """(x, y) of partition ``pid``, cut once per process and data key (up to
+    :data:`SLICE_CACHE_BYTES` of slices): a simulated client is rebuilt every round (as
+    Flower's ``client_fn`` builds it), so its slice is shared, not copied again (MNIST at
+    n = 51: 51 copies of 1,176 images per round). Callers treat it as read-only: the attacks
+    that change data (label flipping, backdoors) work on copies."""
+    return _slice(key, ("partition", int(pid)), lambda: load_partitioned(key)[1][pid])
 
 
 def honest_client(key: tuple, pid: int, config: dict):
