@@ -306,8 +306,11 @@ CASES = (
        ("median", 1, (PreAggregator("arc"),), False),
        ("median", 1, (), True), ("multi_krum", 1, (), True)]
 )
-CASE_IDS = [f"{'detox-' if d else ''}{r}{'+' + '+'.join(p.kind for p in pre) if pre else ''}"
-            for r, _, pre, d in CASES]
+def case_ids(cases) -> list[str]:
+    return [f"{'detox-' if d else ''}{r}{'+' + '+'.join(p.kind for p in pre) if pre else ''}" for r, _, pre, d in cases]
+
+
+CASE_IDS = case_ids(CASES)
 N_HONEST = 9  # enough for Bulyan at f = 1 (4f + 3 = 7) and for bucketing (s = 2)
 EXAMPLES = int(os.environ.get("FLWR_BYZ_FUZZ_EXAMPLES", "12"))
 COUNTS: dict = {}
@@ -459,7 +462,7 @@ TORCH_CASES = ([(rule, 0 if rule == "mean" else 1, (), False) for rule in sorted
 
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("rule, f, pre, detox", TORCH_CASES,
-                         ids=[f"{'detox-' if d else ''}{r}{'+' + pre[0].kind if pre else ''}" for r, _, pre, d in TORCH_CASES])
+                         ids=case_ids(TORCH_CASES))
 @settings(max_examples=max(EXAMPLES // 2, 3), deadline=None, suppress_health_check=list(HealthCheck),
           derandomize=True)
 @given(data=st.data())

@@ -25,7 +25,7 @@ import numpy as np
 from flwr.client import NumPyClient
 
 from .. import attacks
-from ..attacks.catalogue import attack_names, colluding_attacks
+from ..attacks.catalogue import ATTACK_SPECS, attack_names, colluding_attacks
 from ..updates import ModelLayout, apply_update
 
 LOG = logging.getLogger("flwr_byz.clients")
@@ -37,8 +37,9 @@ COLLUDING = tuple(a for a in colluding_attacks() if a in ATTACKS)
 # Colluding attacks whose vector is a function of the round's pooled updates and the attack's
 # parameters alone: every corrupted client sends the same one, so it is computed once per
 # process and round (a rule-aware search runs the rule some 20 times: 1 to 2 s per client
-# at MNIST size, n = 51). Fang's trimmed-mean attack draws per client and is not shared.
-SHARED_VECTOR = tuple(a for a in COLLUDING if a != "fang_trimmed_mean")
+# at MNIST size, n = 51). An attack declaring a ``seed`` draws per client (Fang's trimmed-mean
+# attack) and is not shared.
+SHARED_VECTOR = tuple(a for a in COLLUDING if "seed" not in ATTACK_SPECS[a].params)
 _ROUND_VECTORS: OrderedDict = OrderedDict()  # (store, round key, attack, params) -> (update, metrics)
 
 
@@ -112,14 +113,14 @@ class MaliciousClient(NumPyClient):
             key = (str(self.collusion.store_dir), self.collusion.round_key(parameters, config), self.attack,
                    json.dumps(self.params, sort_keys=True, default=repr))
             if key not in _ROUND_VECTORS:
-                X = self._known_updates(parameters, config, weights)
-                _ROUND_VECTORS[key] = self._colluding_update(X, config, {})
+                _ROUND_VECTORS[key] = self._colluding_update(self._known_updates(parameters, config, weights), config)
                 while len(_ROUND_VECTORS) > 2:  # the round's vector (d floats each: 44 MB at ResNet-18 size)
                     _ROUND_VECTORS.popitem(last=False)
             update, extra = _ROUND_VECTORS[key]
             metrics.update(extra)
         elif self.attack in COLLUDING:
-            update, extra = self._colluding_update(self._known_updates(parameters, config, weights), config, metrics)
+            update, extra = self._colluding_update(self._known_updates(parameters, config, weights), config)
+            metrics.update(extra)
         else:
             own = layout.flatten(weights) - layout.flatten(parameters)
             if self.attack == "sign_flip":
@@ -134,10 +135,10 @@ class MaliciousClient(NumPyClient):
         metrics["attack.malicious"] = 1
         return apply_update(layout, parameters, np.asarray(update, dtype=np.float32)), num_examples, metrics
 
-    def _colluding_update(self, X, config, metrics: dict):
-        """(update, metrics) of a colluding attack on the pooled updates ``X``; its metrics
-        are added to ``metrics`` (a new dict for a shared vector)."""
-        p = self.params
+    def _colluding_update(self, X, config) -> tuple[np.ndarray, dict]:
+        """(float32 update, the attack's own metrics) of a colluding attack on the pooled
+        updates ``X``."""
+        p, metrics = self.params, {}
         if self.attack == "alie":
             n = p.get("num_clients")
             z = p.get("z")
