@@ -88,6 +88,37 @@ def test_the_colluders_common_vector_is_computed_once_per_round(tmp_path, monkey
                                atol=1e-5)
 
 
+class DataStepClient(StepClient):
+    """A StepClient that says what it would train on, as TorchClient does."""
+
+    partition_id = property(lambda self: self.pid)
+
+    def training_data(self, config, partition_id=None):
+        return np.zeros((10 + self.pid, 2)), np.zeros(10 + self.pid), 0
+
+
+def test_colluders_that_say_their_data_do_not_train_for_a_shared_vector(tmp_path):
+    """A colluding attack with one common vector does not need the client's own trained
+    weights (the collusion trained its partition): only the collusion trains, the vector
+    is the same, and each reply keeps the number of examples of its own data."""
+    bad = [0, 1, 2, 3]
+    CALLS.clear()
+    collusion = Collusion(bad, StepClient, store_dir=tmp_path / "a")
+    replies = [AlieClient(DataStepClient(p), collusion=collusion, num_clients=12).fit(_global(), {"server-round": 1})
+               for p in bad]
+    assert sorted(CALLS) == bad  # the collusion's pass only
+    own = np.stack([_honest_update64(p) for p in bad])
+    z = alie_z_max(12, len(bad))
+    for p, (weights, num, metrics) in zip(bad, replies):
+        np.testing.assert_allclose(_flat(weights) - _flat(_global()), own.mean(axis=0) - z * own.std(axis=0),
+                                   rtol=1e-5, atol=1e-5)
+        assert num == 10 + p and metrics["partition-id"] == p and metrics["attack.malicious"] == 1
+    # bit-identical to what a client that trains first sends
+    plain = AlieClient(StepClient(0), collusion=Collusion(bad, StepClient, store_dir=tmp_path / "b"),
+                       num_clients=12).fit(_global(), {"server-round": 1})
+    assert np.array_equal(_flat(plain[0]), _flat(replies[0][0]))
+
+
 def test_alie_update_ignores_the_honest_clients(tmp_path):
     a = AlieClient(StepClient(0), collusion=Collusion([0, 1, 2], StepClient, store_dir=tmp_path), z=1.0)
     b = AlieClient(StepClient(0), collusion=Collusion([0, 1, 2], StepClient, store_dir=tmp_path / "b"), z=1.0)
