@@ -76,8 +76,9 @@ def test_progress_names_each_finished_cell(tmp_path):
 
 @pytest.mark.parametrize("engine, sig", [("inprocess", "SIGTERM"), ("simulation", "SIGINT")])
 def test_a_signal_stops_the_run_cleanly(tmp_path, engine, sig):
-    """Ctrl-C / SIGTERM: the run stops after the round being evaluated (every row whole),
-    exits 130, and a rerun of the same command resumes the cell."""
+    """Ctrl-C / SIGTERM: the run stops after the round being evaluated (every row whole) and
+    exits 130. (A rerun skips finished cells and starts an interrupted one again from round 0:
+    test_simulations.py's resume tests.)"""
     import json
     import signal
     import time
