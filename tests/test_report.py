@@ -92,6 +92,10 @@ def test_report_command_on_a_results_folder(tmp_path, capsys):
     import torch
 
     assert f"threads (torch/BLAS) {torch.get_num_threads()}/" in out  # the runs' thread counts, named
+    import numpy
+
+    # and the environment they ran in: torch's build (its local version tag) and NumPy
+    assert f"environment torch {torch.__version__}, numpy {numpy.__version__}" in out
     # the header names the command that regenerates the table, flags included
     assert main(["report", str(tmp_path), "--by-cell"]) == 0
     out = capsys.readouterr().out

@@ -340,6 +340,10 @@ def test_results_carry_their_provenance(tmp_path):
     (s,) = summarize(rows)
     assert s["seed"] == 3 and s["engine"] == "inprocess" and s["code_version"] == head["code_version"]
     assert s["threads"] == head["threads"]
+    # the numerical environment: torch with its build tag, NumPy, the loaded BLAS and its version
+    blas_libs = {f"{p['internal_api']} {p['version']}" for p in threadpool_info() if p["user_api"] == "blas"}
+    assert head["environment"].startswith(f"torch {torch.__version__}, numpy {numpy.__version__}")
+    assert all(lib in head["environment"] for lib in blas_libs) and s["environment"] == head["environment"]
 
 
 @pytest.mark.timeout(300)

@@ -61,11 +61,31 @@ def threads() -> str:
     return f"{torch.get_num_threads()}/{blas if blas is not None else '?'}"
 
 
+def environment() -> str:
+    """The numerical environment in one line: torch's full version (its local tag names the
+    build: ``+cpu``, ``+cu130``), NumPy's and the BLAS libraries loaded in this process
+    (threadpoolctl), e.g. ``"torch 2.14.1+cu130, numpy 2.4.6, openblas 0.3.31"``. A chaotic run
+    (ALIE) repeats only in the same environment: reinstalling the same versions from other
+    builds is enough to send it elsewhere."""
+    import numpy
+    import torch
+
+    parts = [f"torch {torch.__version__}", f"numpy {numpy.__version__}"]
+    try:
+        from threadpoolctl import threadpool_info
+
+        parts += sorted({f"{p.get('internal_api')} {p.get('version')}" for p in threadpool_info()
+                         if p.get("user_api") == "blas"})
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
 def provenance(engine: str) -> dict:
     """The provenance record of a run made now with ``engine``."""
     return {
         "code_version": code_version(), "flwr": _version("flwr"), "torch": _version("torch"),
         "numpy": _version("numpy"), "python": platform.python_version(), "engine": engine,
-        "threads": threads(),
+        "threads": threads(), "environment": environment(),
         "command": shlex.join(sys.argv), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

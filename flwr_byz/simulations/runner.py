@@ -806,6 +806,6 @@ def summarize(rows: list[dict], cells: list[RunConfig] | None = None) -> list[di
             "seed": last.get("cfg_seed"), "partitioning": last.get("cfg_partitioning"),
             "setting": _setting(last), "engine": prov.get("engine"), "code_version": prov.get("code_version"),
             "flwr": prov.get("flwr"), "torch": prov.get("torch"), "numpy": prov.get("numpy"),
-            "threads": prov.get("threads"), "command": prov.get("command"),
+            "threads": prov.get("threads"), "environment": prov.get("environment"), "command": prov.get("command"),
         })
     return out
