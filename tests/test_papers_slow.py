@@ -26,7 +26,7 @@ def test_alie_defeats_trimmed_mean_and_krum_on_mnist_where_sign_flipping_does_no
     """Baruch et al. (NeurIPS 2019) at the authors' settings: n = 51, m = 12, the MLP, one
     SGD step of batch 83 per round, server momentum 0.9, 300 rounds, ALIE at z_max(51, 12).
     Recorded in docs/RESULTS.md over seeds 0-2 (seed 0 here): trimmed mean 0.966 -> 0.721
-    (seed 0: 0.646, one thread), Krum 0.923 -> 0.480 (seed 0: 0.565) under ALIE; sign
+    (seed 0: 0.646), Krum 0.923 -> 0.391 (seed 0: 0.423) under ALIE, one thread; sign
     flipping by the same 12 clients leaves both within 2 points."""
     from flwr_byz.simulations.runner import run_cells, summarize
 

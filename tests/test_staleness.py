@@ -137,12 +137,10 @@ def test_krum_under_alie_on_mnist_over_the_tables_seeds(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
 def test_the_trimmed_mean_under_alie_on_mnist_over_the_tables_seeds(tmp_path):
-    # the one-thread rerun of the ALIE table's mean and trimmed-mean rows (its first run of
-    # those two rows had two threads: 0.752 on seed 0 where one thread gives 0.646)
     cells = [RunConfig(strategy="trimmed_mean", attack="alie", data_root=str(DATA), seed=s, **MNIST_ALIE)
              for s in (0, 1, 2)]
     # the table's columns: defense, none, alie, sign_flip
-    assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-table-1thread", "trimmed_mean", 2), abs=TOLERANCE)
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-table", "trimmed_mean", 2), abs=TOLERANCE)
 
 
 @pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
