@@ -144,11 +144,8 @@ def test_the_trimmed_mean_under_alie_on_mnist_over_the_tables_seeds(tmp_path):
 
 
 @pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
-@pytest.mark.xfail(strict=True, reason="stale (docs/RESULTS.md, the catalogue): one thread gives 0.536 "
-                   "against the table's 0.580 (2026-12-01); passes once the column is rerun and regenerated")
 def test_meamed_under_alie_on_mnist_over_the_catalogue_tables_seeds(tmp_path):
-    # the catalogue's ALIE column, pooled from three code versions: its only chaotic check
-    # (the CAF cell above is sign flipping, which any thread count reproduces)
+    # the catalogue's only chaotic check (the CAF cell above is sign flipping)
     cells = [RunConfig(strategy="meamed", attack="alie", data_root=str(DATA), seed=s, **MNIST_ALIE) for s in (0, 1, 2)]
     # the catalogue table's columns: defense, none, alie, sign_flip
     assert rerun(tmp_path, cells) == pytest.approx(recorded("catalogue-table", "meamed", 2), abs=TOLERANCE)
