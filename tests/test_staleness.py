@@ -120,8 +120,6 @@ MNIST_ALIE = dict(dataset="mnist", num_clients=51, num_malicious=12, f=12, round
 
 
 @pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
-@pytest.mark.xfail(strict=True, reason="stale (docs/RESULTS.md, the memory table): 0.660 against the table's 0.482 "
-                   "in the environment reinstalled on 2026-12-01; passes once the table is rerun and regenerated")
 def test_flame_under_alie_on_mnist(tmp_path):
     cell = RunConfig(strategy="flame", attack="alie", data_root=str(DATA), seed=0, **MNIST_ALIE)
     # the memory table's columns: defense, none, alie, alie_backdoor, backdoor, ipm, model_replacement, sign_flip
