@@ -100,8 +100,9 @@ class MaliciousClient(NumPyClient):
         if self.attack == "label_flip":
             return self._fit_label_flip(parameters, config)
         if self._shares_vector() and hasattr(self.honest, "training_data"):
-            return self._fit_shared_untrained(parameters, config)
-        weights, num_examples, metrics = self.honest.fit([np.copy(p) for p in parameters], config)
+            weights, num_examples, metrics = self._untrained_reply(config)
+        else:
+            weights, num_examples, metrics = self.honest.fit([np.copy(p) for p in parameters], config)
         if self.attack == "none":
             return weights, num_examples, dict(metrics or {})
         metrics = dict(metrics or {})
@@ -111,7 +112,7 @@ class MaliciousClient(NumPyClient):
         layout = ModelLayout.of(list(parameters))
         p = self.params
         if self._shares_vector():
-            update, extra = self._round_vector(parameters, config, weights)
+            update, extra = self._round_vector(parameters, config)
             metrics.update(extra)
         elif self.attack in COLLUDING:
             update, extra = self._colluding_update(self._known_updates(parameters, config, weights), config)
@@ -133,32 +134,29 @@ class MaliciousClient(NumPyClient):
     def _shares_vector(self) -> bool:
         return self.attack in SHARED_VECTOR and hasattr(self.collusion, "round_key")
 
-    def _round_vector(self, parameters, config, own_weights=None) -> tuple[np.ndarray, dict]:
+    def _round_vector(self, parameters, config) -> tuple[np.ndarray, dict]:
         """The round's common vector of a ``SHARED_VECTOR`` attack and its metrics, computed by
-        the first corrupted client of this process that asks."""
+        the first corrupted client of this process that asks (from the collusion's pooled
+        updates, which include this client's own)."""
         # keyed like the collusion's own store (its folder and round key), plus the attack
         key = (str(self.collusion.store_dir), self.collusion.round_key(parameters, config), self.attack,
                json.dumps(self.params, sort_keys=True, default=repr))
         if key not in _ROUND_VECTORS:
-            _ROUND_VECTORS[key] = self._colluding_update(self._known_updates(parameters, config, own_weights), config)
+            _ROUND_VECTORS[key] = self._colluding_update(self.collusion.honest_updates(parameters, config), config)
             while len(_ROUND_VECTORS) > 2:  # the round's vector (d floats each: 44 MB at ResNet-18 size)
                 _ROUND_VECTORS.popitem(last=False)
         return _ROUND_VECTORS[key]
 
-    def _fit_shared_untrained(self, parameters, config):
-        """A ``SHARED_VECTOR`` attack on an honest client that says what it would train on
-        (``training_data(config) -> (x, y, seed)``, as TorchClient does): the reply is the
-        round's common vector, which the client's own trained weights would not change (the
-        collusion already trained its partition), with the number of examples of the data it
-        would have trained on. Skipping that training is 12 of 63 trainings per round at
-        n = 51, m = 12."""
-        update, extra = self._round_vector(parameters, config)
-        x = self.honest.training_data(config)[0]
-        metrics = {**extra, "attack.malicious": 1}
+    def _untrained_reply(self, config) -> tuple[None, int, dict]:
+        """What a ``SHARED_VECTOR`` attacker keeps of its honest reply when its client says what
+        it would train on (``training_data(config) -> (x, y, seed)``, as TorchClient does): the
+        number of examples of that data and its partition id, without training. The common
+        vector does not use the client's own trained weights (the collusion already trained its
+        partition): 12 of 63 trainings per round saved at n = 51, m = 12."""
+        metrics = {}
         if hasattr(self.honest, "partition_id"):
             metrics["partition-id"] = int(self.honest.partition_id)
-        layout = ModelLayout.of(list(parameters))
-        return apply_update(layout, parameters, np.asarray(update, dtype=np.float32)), len(x), metrics
+        return None, len(self.honest.training_data(config)[0]), metrics
 
     def _colluding_update(self, X, config) -> tuple[np.ndarray, dict]:
         """(float32 update, the attack's own metrics) of a colluding attack on the pooled
