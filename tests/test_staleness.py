@@ -147,3 +147,52 @@ def test_meamed_under_alie_on_mnist_over_the_catalogue_tables_seeds(tmp_path):
     cells = [RunConfig(strategy="meamed", attack="alie", data_root=str(DATA), seed=s, **MNIST_ALIE) for s in (0, 1, 2)]
     # the catalogue table's columns: defense, none, alie, sign_flip
     assert rerun(tmp_path, cells) == pytest.approx(recorded("catalogue-table", "meamed", 2), abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_krum_under_alie_at_batch_128_on_mnist_over_the_tables_seeds(tmp_path):
+    cells = [RunConfig(strategy="krum", attack="alie", data_root=str(DATA), seed=s, **{**MNIST_ALIE, "batch_size": 128})
+             for s in (0, 1, 2)]
+    # the batch-128 table's columns: defense, none, alie, sign_flip
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-b128-table", "krum", 2), abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_the_alie_forecast_on_mnist_at_round_25_over_the_tables_seeds(tmp_path):
+    from flwr_byz.simulations.runner import ResultsWriter, run_cells
+
+    cells = [RunConfig(strategy="mean", attack="alie", data_root=str(DATA), seed=s, **{**MNIST_ALIE, "rounds": 50})
+             for s in (0, 1, 2)]
+    run_cells(cells, tmp_path, progress=False, engine="inprocess")
+    at = [r for r in ResultsWriter(tmp_path).rows() if r["round"] == 25 and r.get("forecast_z1") is not None]
+    assert len(at) == 3
+    # the forecast table's rows: round, z = 0.5, z = 1, z = 2
+    assert np.mean([r["forecast_z1"] for r in at]) == pytest.approx(recorded("forecast-table", "25", 2),
+                                                                      abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_plain_multi_krum_under_alie_in_the_detox_mnist_table(tmp_path):
+    from flwr_byz.simulations.reproduce import experiment
+
+    base = next(c for c in experiment("detox", data_root=str(DATA))
+                if c.strategy == "multi_krum" and c.attack_params.get("z") == 1.5)
+    cells = [RunConfig.from_dict({**base.to_dict(), "seed": s}) for s in (0, 1, 2)]
+    # the DETOX MNIST table's columns: defense, none, alie(z=z_max), alie(z=1.5), constant
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("detox-mnist-table", "multi_krum", 3), abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_krum_at_n_21_in_the_alie_sensitivity_table(tmp_path):
+    from flwr_byz.simulations.reproduce import experiment
+
+    base = next(c for c in experiment("alie-sensitivity", data_root=str(DATA))
+                if c.strategy == "krum" and c.num_clients == 21)
+    text = (ROOT / "docs" / "RESULTS.md").read_text().split("<!-- alie-sensitivity-mnist-table:start -->")[1]
+    line = next(l for l in text.splitlines() if l.startswith(f"| krum | alie(z={base.attack_params['z']}) | 21 | 4 |"))
+    cells_ = [c.strip() for c in line.strip("|").split("|")]
+    seeds = [int(s) for s in cells_[4].split(",")]
+    # the by-cell table: defense, attack, n, m, seeds, last-20 accuracy, final accuracy
+    value = float(re.match(r"[0-9.]+", cells_[5]).group())
+    cells = [RunConfig.from_dict({**base.to_dict(), "seed": s}) for s in seeds]
+    assert rerun(tmp_path, cells) == pytest.approx(value, abs=TOLERANCE)
