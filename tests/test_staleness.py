@@ -44,14 +44,19 @@ DATA = Path(os.environ.get("FLWR_BYZ_DATA", ROOT.parent / "shared" / "data"))
 TOLERANCE = 0.005
 
 
-def recorded(block: str, row: str, column: int) -> float:
-    """The mean in ``column`` (0 = the defense's own cell) of the row starting ``| row |`` in the
-    generated table between ``<!-- block:start -->`` and ``<!-- block:end -->``."""
+def recorded_row(block: str, row: str) -> list[str]:
+    """The cells of the row starting ``| row |`` (a by-cell table's first cells joined by
+    ``" | "`` work too) in the generated table between ``<!-- block:start -->`` and
+    ``<!-- block:end -->``."""
     text = (ROOT / "docs" / "RESULTS.md").read_text()
     table = text.split(f"<!-- {block}:start -->")[1].split(f"<!-- {block}:end -->")[0]
     line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    return float(re.match(r"[0-9.]+", cells[column]).group())
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def recorded(block: str, row: str, column: int) -> float:
+    """The mean in ``column`` (0 = the row's first cell) of :func:`recorded_row`."""
+    return float(re.match(r"[0-9.]+", recorded_row(block, row)[column]).group())
 
 
 def rerun(tmp_path, cells: list[RunConfig]) -> float:
@@ -76,10 +81,8 @@ def test_mimic_against_the_median_on_the_dirichlet_split(tmp_path):
              for s in (0, 1, 2)]
     # the by-cell table: defense, attack, n, m, split, seeds, last-20 ...; the row is found by
     # its first cells
-    text = (ROOT / "docs" / "RESULTS.md").read_text().split("<!-- mimic-table:start -->")[1]
-    line = next(l for l in text.splitlines() if l.startswith("| median | mimic | 20 | 5 | dirichlet |"))
-    value = float(re.match(r"[0-9.]+", line.strip("|").split("|")[6].strip()).group())
-    assert rerun(tmp_path, cells) == pytest.approx(value, abs=TOLERANCE)
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("mimic-table", "median | mimic | 20 | 5 | dirichlet", 6),
+                                                   abs=TOLERANCE)
 
 
 def test_the_matrix_on_digits_krum_under_rule_aware_ipm(tmp_path):
@@ -159,12 +162,12 @@ def test_krum_under_alie_at_batch_128_on_mnist_over_the_tables_seeds(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
 def test_the_alie_forecast_on_mnist_at_round_25_over_the_tables_seeds(tmp_path):
-    from flwr_byz.simulations.runner import ResultsWriter, run_cells
+    from flwr_byz.simulations.runner import run_cells
 
     cells = [RunConfig(strategy="mean", attack="alie", data_root=str(DATA), seed=s, **{**MNIST_ALIE, "rounds": 50})
              for s in (0, 1, 2)]
-    run_cells(cells, tmp_path, progress=False, engine="inprocess")
-    at = [r for r in ResultsWriter(tmp_path).rows() if r["round"] == 25 and r.get("forecast_z1") is not None]
+    rows = run_cells(cells, tmp_path, progress=False, engine="inprocess")
+    at = [r for r in rows if r["round"] == 25 and r.get("forecast_z1") is not None]
     assert len(at) == 3
     # the forecast table's rows: round, z = 0.5, z = 1, z = 2
     assert np.mean([r["forecast_z1"] for r in at]) == pytest.approx(recorded("forecast-table", "25", 2),
@@ -188,11 +191,8 @@ def test_krum_at_n_21_in_the_alie_sensitivity_table(tmp_path):
 
     base = next(c for c in experiment("alie-sensitivity", data_root=str(DATA))
                 if c.strategy == "krum" and c.num_clients == 21)
-    text = (ROOT / "docs" / "RESULTS.md").read_text().split("<!-- alie-sensitivity-mnist-table:start -->")[1]
-    line = next(l for l in text.splitlines() if l.startswith(f"| krum | alie(z={base.attack_params['z']}) | 21 | 4 |"))
-    cells_ = [c.strip() for c in line.strip("|").split("|")]
-    seeds = [int(s) for s in cells_[4].split(",")]
+    row = f"krum | alie(z={base.attack_params['z']}) | 21 | 4"
     # the by-cell table: defense, attack, n, m, seeds, last-20 accuracy, final accuracy
-    value = float(re.match(r"[0-9.]+", cells_[5]).group())
+    seeds = [int(s) for s in recorded_row("alie-sensitivity-mnist-table", row)[4].split(",")]
     cells = [RunConfig.from_dict({**base.to_dict(), "seed": s}) for s in seeds]
-    assert rerun(tmp_path, cells) == pytest.approx(value, abs=TOLERANCE)
+    assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-sensitivity-mnist-table", row, 5), abs=TOLERANCE)
