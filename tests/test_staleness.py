@@ -54,8 +54,11 @@ def recorded_row(block: str, row: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
-def recorded(block: str, row: str, column: int) -> float:
-    """The mean in ``column`` (0 = the row's first cell) of :func:`recorded_row`."""
+def recorded(block: str, row: str, column: int | str) -> float:
+    """The mean in ``column`` of :func:`recorded_row`: its position (0 = the row's first
+    cell) or its header (the matrices, whose columns are the attacks run so far)."""
+    if isinstance(column, str):
+        column = recorded_row(block, "defense").index(column)
     return float(re.match(r"[0-9.]+", recorded_row(block, row)[column]).group())
 
 
@@ -196,3 +199,13 @@ def test_krum_at_n_21_in_the_alie_sensitivity_table(tmp_path):
     seeds = [int(s) for s in recorded_row("alie-sensitivity-mnist-table", row)[4].split(",")]
     cells = [RunConfig.from_dict({**base.to_dict(), "seed": s}) for s in seeds]
     assert rerun(tmp_path, cells) == pytest.approx(recorded("alie-sensitivity-mnist-table", row, 5), abs=TOLERANCE)
+
+
+@pytest.mark.skipif(not (DATA / "MNIST").exists(), reason="needs the MNIST files")
+def test_the_matrix_on_mnist_clustering_under_fangs_krum_attack(tmp_path):
+    from flwr_byz.simulations.reproduce import experiment
+
+    cell = next(c for c in experiment("matrix", data_root=str(DATA))
+                if (c.strategy, c.attack) == ("clustering", "fang_krum"))
+    assert rerun(tmp_path, [cell]) == pytest.approx(recorded("matrix-mnist-table", "clustering", "fang_krum"),
+                                                    abs=TOLERANCE)
