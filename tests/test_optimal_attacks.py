@@ -68,7 +68,9 @@ def test_non_omniscient_population_keeps_the_rounds_proportions():
     assert _population(own, n=5, f=3) is own
 
 
-@pytest.mark.parametrize("attack, rule", [("alie_optimal", "median"), ("agr_tailored", "trimmed_mean")])
+@pytest.mark.parametrize("attack, rule", [("alie_optimal", "median"), ("agr_tailored", "trimmed_mean"),
+                                          ("alie_optimal", "fltrust"), ("ipm_optimal", "fltrust"),
+                                          ("agr_tailored", "fltrust")])
 def test_the_client_needs_the_rule_and_reports_its_scale(attack, rule, tmp_path):
     from test_clients import StepClient, _global
 
@@ -83,6 +85,42 @@ def test_the_client_needs_the_rule_and_reports_its_scale(attack, rule, tmp_path)
     assert all(r[2]["attack.malicious"] == 1 and "attack.scale" in r[2] and r[2]["attack.harm"] > 0 for r in replies)
     flat = [np.concatenate([a.ravel() for a in r[0]]) for r in replies]
     assert all(np.array_equal(flat[0], v) for v in flat[1:])  # the colluders agree
+
+
+def fltrust64(X, g0):
+    """FLTrust from its paper (Cao et al., NDSS 2021), in float64: trust TS_i = ReLU(cos(g_i, g0)),
+    each update rescaled to |g0|, the trust-weighted mean; a zero update has no direction and no
+    trust (what IPM sends at epsilon = 0)."""
+    X, g0 = np.asarray(X, np.float64), np.asarray(g0, np.float64)
+    X = X[np.linalg.norm(X, axis=1) > 0]
+    norms = np.linalg.norm(X, axis=1)
+    ts = np.maximum(X @ g0 / (norms * np.linalg.norm(g0)), 0.0)
+    return (ts[:, None] * X * (np.linalg.norm(g0) / norms)[:, None]).sum(axis=0) / ts.sum()
+
+
+@pytest.mark.parametrize("search", ["alie_optimal", "ipm_optimal", "agr_tailored"])
+def test_rule_aware_attacks_against_fltrust_stand_in_g0(search):
+    """FLTrust needs the server's root update g0, which the attacker does not see: its simulated
+    round uses the mean of the honest updates it knows, or the g0 it is given (full knowledge)."""
+    from flwr_byz.attacks import agr_tailored
+
+    fn = {"alie_optimal": optimal_alie, "ipm_optimal": optimal_ipm, "agr_tailored": agr_tailored}[search]
+    rng = np.random.default_rng(6)
+    H = (0.5 + rng.standard_normal((14, 25))).astype(np.float32)
+    f = 5
+    mu = H.astype(np.float64).mean(axis=0)
+
+    def harm(byz, g0):
+        return float(np.linalg.norm(fltrust64(np.vstack([H, np.tile(byz, (f, 1))]), g0) - mu))
+
+    update, scale, found = fn(H, rule="fltrust", f=f)
+    assert np.isfinite(update).all() and found == pytest.approx(harm(update, mu), rel=1e-4)
+    assert found > harm(mu.astype(np.float32), mu) + 1e-3  # the search beats sending the honest mean
+    g0 = (mu + 0.5 * rng.standard_normal(25)).astype(np.float32)  # a root update the attacker is given
+    update, scale, found = fn(H, rule="fltrust", f=f, server_update=g0)
+    assert found == pytest.approx(harm(update, g0), rel=1e-4)
+    with pytest.raises(ValueError, match="server_update must be 25 finite values"):
+        fn(H, rule="fltrust", f=f, server_update=np.ones(3))
 
 
 @pytest.mark.timeout(300)

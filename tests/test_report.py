@@ -37,6 +37,20 @@ def test_markdown_table_pivots_defense_by_attack():
     assert "| krum | alie | 9 | 2 | 0,1 | 0.600 [0.500, 0.700] | 0.600 [0.500, 0.700] |" in flat
 
 
+def test_a_pivot_table_reads_back_cell_for_cell():
+    from flwr_byz.simulations.report import cell_numbers, read_pivot_table
+
+    rows = over_seeds([run("krum", "alie", 0, 0.5), run("krum", "alie", 1, 0.7), run("median", "backdoor", 0, 0.8,
+                       asr=0.25), run("krum", "none", 0, 0.95)])
+    cells = read_pivot_table("<!-- a comment -->\nsome prose\n\n" + markdown_table(rows) + "\nafter")
+    assert cells == {("krum", "none"): "0.950", ("krum", "alie"): "0.600 [0.500, 0.700]",
+                     ("median", "backdoor"): "0.800 (ASR 0.250)"}  # median x none, krum x backdoor: "-"
+    assert [cell_numbers(cells[k]) for k in sorted(cells)] == [(0.6, None), (0.95, None), (0.8, 0.25)]
+    assert cell_numbers("0.077 (rounds skipped)") == (0.077, None)
+    with pytest.raises(ValueError, match="no defense x attack table"):
+        read_pivot_table("| a | b |")
+
+
 def test_markdown_table_shows_the_metric_asked_for():
     rows = over_seeds([run("krum", "alie", 0, 0.5, final=0.4), run("krum", "alie", 1, 0.7, final=0.8)])
     assert "| krum | 0.600 [0.400, 0.800] |" in markdown_table(rows, metric="final_accuracy")

@@ -240,7 +240,7 @@ SELECTION_RULES = ("krum", "multi_krum", "bulyan")
                  knowledge="the rule in use, n, f and the corrupted clients' own honest updates (adaptive)",
                  paper="Shejwalkar & Houmansadr, NDSS 2021 (AGR-tailored attacks)")
 def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, direction: str = "std",
-                 rule_params=None, pre=(), gamma_init: float = 10.0, tau: float = 1e-5):
+                 rule_params=None, pre=(), gamma_init: float = 10.0, tau: float = 1e-5, server_update=None):
     """The AGR-tailored attack: ``mu + gamma p`` with gamma searched against the rule.
 
     The simulated round is the known honest updates (repeated to n - f rows when they are
@@ -261,13 +261,15 @@ def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, dire
         direction: ``"std"`` (the paper's tailored experiments), ``"unit_vec"`` or ``"sign"``.
         rule_params, pre: the rule's parameters and pre-aggregators, as the server has them.
         gamma_init, tau: the search (the authors' code: 10 and 1e-5).
+        server_update: (d,) FLTrust's g0 when the attacker knows it (default: the mean of the
+            honest rows stands in, :func:`flwr_byz.attacks.optimal.round_inputs`).
 
     Returns ``(update, gamma, harm)``: the (d,) float32 update, the gamma found (0 when no
     gamma succeeds: the mean itself) and the distance of the rule's output from the honest
     mean in the simulated round at that gamma.
     """
     from ..aggregation import RobustAggregator
-    from .optimal import _population, simulated_round
+    from .optimal import _population, round_inputs, simulated_round
 
     X = _common.as_known_updates(known_updates, "known_updates")
     f = _common.check_int("f", f, minimum=1)
@@ -277,10 +279,11 @@ def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, dire
     H = _population(X, n, f)
     target = H.astype(np.float64).mean(axis=0)
     aggregate = RobustAggregator(rule, f=0 if rule == "mean" else f, pre=list(pre or ()), **dict(rule_params or {}))
+    inputs = round_inputs(aggregate.rule, H, server_update)
     malicious = set(range(H.shape[0], H.shape[0] + f))
 
     def run(gamma: float):
-        return simulated_round(aggregate, H, geo.update(gamma), f, target)
+        return simulated_round(aggregate, H, geo.update(gamma), f, target, inputs)
 
     base, _ = run(0.0)
     state = {"harm": -np.inf if base is None else base}

@@ -70,21 +70,41 @@ def line_search(objective, *, start: float, delta: float, evals: int, ratio: flo
     return best_s, best_y
 
 
-def simulated_round(aggregate, H: np.ndarray, byz: np.ndarray, f: int, target: np.ndarray):
+def round_inputs(rule: str, H: np.ndarray, server_update=None) -> dict:
+    """The per-round inputs ``rule`` cannot run without, as the attacker's simulated round
+    stands them in (the optional ones, such as centered clipping's centre, keep the rule's
+    default): FLTrust's ``server_update`` is the given (d,) g0, else the float64 mean of the
+    (k, d) honest rows H. Raises ValueError when a given g0 is not d finite values."""
+    from ..aggregation import REGISTRY
+
+    inputs = {}
+    if "server_update" in REGISTRY[rule].required_inputs:
+        if server_update is None:
+            inputs["server_update"] = H.astype(np.float64).mean(axis=0)
+        else:
+            g0 = np.asarray(server_update, dtype=np.float64).reshape(-1)
+            if g0.shape != (H.shape[1],) or not np.isfinite(g0).all():
+                raise ValueError(f"server_update must be {H.shape[1]} finite values, got shape {np.shape(server_update)}")
+            inputs["server_update"] = g0
+    return inputs
+
+
+def simulated_round(aggregate, H: np.ndarray, byz: np.ndarray, f: int, target: np.ndarray, inputs=None):
     """``(harm, report)`` of the attacker's simulated round: ``aggregate`` (a
-    ``RobustAggregator``) on the honest rows H plus f copies of ``byz``; harm is the distance
-    of its output from ``target`` (the honest mean). ``(None, None)`` when the rule refuses
-    the round (a bound it cannot meet: no information)."""
+    ``RobustAggregator``) on the honest rows H plus f copies of ``byz``, with the per-round
+    ``inputs`` of :func:`round_inputs`; harm is the distance of its output from ``target``
+    (the honest mean). ``(None, None)`` when the rule refuses the round (a bound it cannot
+    meet: no information)."""
     rows = np.vstack([H, np.tile(byz, (f, 1))]).astype(H.dtype)
     try:
-        out, report = aggregate(rows)
+        out, report = aggregate(rows, **dict(inputs or {}))
     except ValueError:
         return None, None
     return float(np.linalg.norm(out.astype(np.float64) - target)), report
 
 
 def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_params, pre, evals, start, delta,
-            ratio):
+            ratio, server_update):
     from ..aggregation import RobustAggregator
 
     X = _common.as_known_updates(known_updates, "known_updates")
@@ -98,9 +118,10 @@ def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_param
     target = H.astype(np.float64).mean(axis=0)
     # the rule's own f is the server's: f, except for the plain mean (FedAvg tolerates none)
     aggregate = RobustAggregator(rule, f=0 if rule == "mean" else f, pre=list(pre or ()), **dict(rule_params or {}))
+    inputs = round_inputs(aggregate.rule, H, server_update)
 
     def harm(s: float) -> float:
-        y, _ = simulated_round(aggregate, H, make(X, s), f, target)
+        y, _ = simulated_round(aggregate, H, make(X, s), f, target, inputs)
         return -np.inf if y is None else y
 
     s, y = line_search(harm, start=float(start), delta=float(delta), evals=evals, ratio=ratio)
@@ -112,7 +133,7 @@ def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_param
                  knowledge="the rule in use, n, f and the corrupted clients' own honest updates (adaptive)",
                  paper="Baruch et al., NeurIPS 2019, scale searched as in Allouah et al., AISTATS 2023 (ByzFL)")
 def optimal_alie(known_updates, *, rule: str, f: int, n: int | None = None, rule_params=None, pre=(),
-                 evals: int = 20, start: float = 0.0, delta: float = 1.0, ratio: float = 0.8):
+                 evals: int = 20, start: float = 0.0, delta: float = 1.0, ratio: float = 0.8, server_update=None):
     """ALIE with the z that maximises the rule's distance from the honest mean.
 
     Args:
@@ -123,13 +144,15 @@ def optimal_alie(known_updates, *, rule: str, f: int, n: int | None = None, rule
         n: clients in the round (default: m + f, the known updates being all honest ones).
         rule_params, pre: the rule's parameters and pre-aggregators, as the server has them.
         evals, start, delta, ratio: the line search over z (see :func:`line_search`).
+        server_update: (d,) FLTrust's g0 when the attacker knows it (default: the mean of
+            the honest rows stands in, :func:`round_inputs`); other rules ignore it.
 
     Returns:
         ``(update, z, harm)``: the (d,) float32 update ``mu - z sigma``, the z found and the
         distance it achieves in the simulated round.
     """
     return _search(known_updates, lambda X, z: alie_update(X, z=z), rule=rule, f=f, n=n, rule_params=rule_params,
-                   pre=pre, evals=evals, start=start, delta=delta, ratio=ratio)
+                   pre=pre, evals=evals, start=start, delta=delta, ratio=ratio, server_update=server_update)
 
 
 @register_attack("ipm_optimal", kind="model", colluding=True,
@@ -137,7 +160,7 @@ def optimal_alie(known_updates, *, rule: str, f: int, n: int | None = None, rule
                  knowledge="the rule in use, n, f and the corrupted clients' own honest updates (adaptive)",
                  paper="Xie, Koyejo & Gupta, UAI 2019, scale searched as in Allouah et al., AISTATS 2023 (ByzFL)")
 def optimal_ipm(known_updates, *, rule: str, f: int, n: int | None = None, rule_params=None, pre=(),
-                evals: int = 20, start: float = 0.0, delta: float = 1.0, ratio: float = 0.8):
+                evals: int = 20, start: float = 0.0, delta: float = 1.0, ratio: float = 0.8, server_update=None):
     """IPM with the epsilon that maximises the rule's distance from the honest mean (the
     search may also settle on a negative epsilon: the honest mean scaled up).
 
@@ -146,4 +169,5 @@ def optimal_ipm(known_updates, *, rule: str, f: int, n: int | None = None, rule_
     """
     return _search(known_updates, lambda X, e: (-e * X.astype(np.float64).mean(axis=0)).astype(np.float32)
                    if e < 0 else inner_product_manipulation(X, epsilon=e), rule=rule, f=f, n=n,
-                   rule_params=rule_params, pre=pre, evals=evals, start=start, delta=delta, ratio=ratio)
+                   rule_params=rule_params, pre=pre, evals=evals, start=start, delta=delta, ratio=ratio,
+                   server_update=server_update)

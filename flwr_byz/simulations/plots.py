@@ -39,23 +39,31 @@ def plot_matrix(rows: list[dict], path: Path) -> Path | None:
     """A defense x attack heatmap of last-20 accuracy (mean over seeds; the backdoors' cells
     also show their final ASR), written to ``path`` when the rows hold at least two defenses
     and two attacks; returns the path, or None when there is no matrix to draw."""
-    import matplotlib.pyplot as plt
-
     from .report import over_seeds
     from .runner import summarize
 
     cells = over_seeds(summarize(rows))
-    defenses = sorted({c["strategy"] for c in cells})
-    attacks = sorted({c["attack"] for c in cells}, key=lambda a: (a != "none", a))
+    return draw_matrix({(c["strategy"], c["attack"]): (c["tail_accuracy_mean"], c.get("final_asr_mean"))
+                        for c in cells}, path)
+
+
+def draw_matrix(cells: dict[tuple[str, str], tuple[float, float | None]], path: Path) -> Path | None:
+    """Draw the heatmap of :func:`plot_matrix` from ``(defense, attack) -> (accuracy, ASR or
+    None)``: defenses sorted, attacks sorted after ``"none"``, a missing cell left blank;
+    None (nothing written) when there are fewer than two defenses or two attacks."""
+    import matplotlib.pyplot as plt
+
+    defenses = sorted({d for d, _ in cells})
+    attacks = sorted({a for _, a in cells}, key=lambda a: (a != "none", a))
     if len(defenses) < 2 or len(attacks) < 2:
         return None
     acc = np.full((len(defenses), len(attacks)), np.nan)
     asr: dict[tuple[int, int], float] = {}
-    for c in cells:
-        i, j = defenses.index(c["strategy"]), attacks.index(c["attack"])
-        acc[i, j] = c["tail_accuracy_mean"]
-        if c.get("final_asr_mean") is not None:
-            asr[i, j] = c["final_asr_mean"]
+    for (defense, attack), (accuracy, final_asr) in cells.items():
+        i, j = defenses.index(defense), attacks.index(attack)
+        acc[i, j] = accuracy
+        if final_asr is not None:
+            asr[i, j] = final_asr
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(attacks), 1.0 + 0.42 * len(defenses)))
     image = ax.imshow(np.ma.masked_invalid(acc), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
     for (i, j), v in np.ndenumerate(acc):

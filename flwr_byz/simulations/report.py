@@ -68,6 +68,50 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}; choose from {tuple(METRIC_TEXT)}")
 
 
+def pivot_table(cells: dict[tuple[str, str], str]) -> str:
+    """A defense x attack markdown table from ``(defense, attack) -> cell text``: defenses
+    sorted, attacks sorted after ``"none"``, "-" where a cell is missing."""
+    attacks = sorted({a for _, a in cells}, key=lambda a: (a != "none", a))
+    lines = ["| defense | " + " | ".join(attacks) + " |", "|" + "---|" * (len(attacks) + 1)]
+    for d in sorted({d for d, _ in cells}):
+        lines.append(f"| {d} | " + " | ".join(cells.get((d, a), "-") for a in attacks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_pivot_table(text: str) -> dict[tuple[str, str], str]:
+    """The cells of the first table :func:`pivot_table` wrote in ``text`` (a docs/RESULTS.md
+    block), ``(defense, attack) -> cell text``; "-" cells (not run) are left out. Raises
+    ValueError when ``text`` holds no such table."""
+    lines = [line.strip() for line in text.splitlines()]
+    try:
+        start = next(i for i, line in enumerate(lines) if line.startswith("| defense |"))
+    except StopIteration:
+        raise ValueError("no defense x attack table in the text") from None
+    attacks = [a.strip() for a in lines[start].strip("|").split("|")][1:]
+    cells = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        values = [v.strip() for v in line.strip("|").split("|")]
+        if len(values) != len(attacks) + 1:
+            raise ValueError(f"a row with {len(values)} cells under a header of {len(attacks) + 1}: {line!r}")
+        cells.update({(values[0], a): v for a, v in zip(attacks, values[1:]) if v != "-"})
+    return cells
+
+
+def cell_numbers(text: str) -> tuple[float, float | None]:
+    """``(value, ASR or None)`` of a table cell: the leading number (a mean over seeds when a
+    [min, max] follows) and the number after "ASR", e.g. ``"0.850 [0.800, 0.900] (ASR 0.300)"``
+    -> ``(0.85, 0.3)``. Raises ValueError on a cell without a leading number."""
+    import re
+
+    hit = re.match(r"\s*([-+0-9.eE]+|nan)", text)
+    if not hit:
+        raise ValueError(f"not a table cell with a number: {text!r}")
+    asr = re.search(r"\(ASR ([-+0-9.eE]+|nan)", text)
+    return float(hit.group(1)), (float(asr.group(1)) if asr else None)
+
+
 def markdown_table(rows: list[dict], *, pivot: bool = True, metric: str = "tail_accuracy") -> str:
     """The table of a results folder: with ``pivot`` (and one cell per defense and attack),
     one row per defense and one column per attack (``metric``, by default the last-20
@@ -79,26 +123,15 @@ def markdown_table(rows: list[dict], *, pivot: bool = True, metric: str = "tail_
     backdoor = any(r.get("final_asr_mean") is not None for r in rows)
     unique = len({(r["strategy"], r["attack"]) for r in rows}) == len(rows)
     if pivot and unique:
-        attacks = sorted({r["attack"] for r in rows}, key=lambda a: (a != "none", a))
-        strategies = sorted({r["strategy"] for r in rows})
-        cell = {(r["strategy"], r["attack"]): r for r in rows}
-        head = "| defense | " + " | ".join(attacks) + " |"
-        lines = [head, "|" + "---|" * (len(attacks) + 1)]
-        for s in strategies:
-            values = []
-            for a in attacks:
-                r = cell.get((s, a))
-                if r is None:
-                    values.append("-")
-                    continue
-                v = spread(r, metric)
-                if metric == "asr_lifespan" and r.get("attack_end_asr_mean") is not None:
-                    v += f" (ASR at the attack's end {spread(r, 'attack_end_asr')})"
-                elif r.get("final_asr_mean") is not None:
-                    v += f" (ASR {spread(r, 'final_asr')})"
-                values.append(v + (" (rounds skipped)" if r["skipped_rounds"] else ""))
-            lines.append(f"| {s} | " + " | ".join(values) + " |")
-        return "\n".join(lines) + "\n"
+        cells = {}
+        for r in rows:
+            v = spread(r, metric)
+            if metric == "asr_lifespan" and r.get("attack_end_asr_mean") is not None:
+                v += f" (ASR at the attack's end {spread(r, 'attack_end_asr')})"
+            elif r.get("final_asr_mean") is not None:
+                v += f" (ASR {spread(r, 'final_asr')})"
+            cells[r["strategy"], r["attack"]] = v + (" (rounds skipped)" if r["skipped_rounds"] else "")
+        return pivot_table(cells)
     split = len({r.get("partitioning") for r in rows}) > 1
     head = ("| defense | attack | n | m |" + (" data split |" if split else "")
             + " seeds | last-20 accuracy | final accuracy |" + (" ASR |" if backdoor else ""))
