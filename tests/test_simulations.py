@@ -344,6 +344,8 @@ def test_results_carry_their_provenance(tmp_path):
     blas_libs = {f"{p['internal_api']} {p['version']}" for p in threadpool_info() if p["user_api"] == "blas"}
     assert head["environment"].startswith(f"torch {torch.__version__}, numpy {numpy.__version__}")
     assert all(lib in head["environment"] for lib in blas_libs) and s["environment"] == head["environment"]
+    # and the CPU, whose vector unit picks torch's kernels (a run moves with it)
+    assert head["environment"].endswith(f"({torch.backends.cpu.get_cpu_capability()})")
 
 
 @pytest.mark.timeout(300)

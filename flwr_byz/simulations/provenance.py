@@ -61,12 +61,28 @@ def threads() -> str:
     return f"{torch.get_num_threads()}/{blas if blas is not None else '?'}"
 
 
+def cpu() -> str:
+    """The CPU in one line: its model name (``/proc/cpuinfo``; ``platform.processor()``
+    elsewhere) and the widest vector instruction set torch's CPU kernels use, e.g.
+    ``"Intel(R) Xeon(R) Processor (AVX512)"``."""
+    import torch
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{name or platform.processor() or 'unknown'} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def environment() -> str:
     """The numerical environment in one line: torch's full version (its local tag names the
-    build: ``+cpu``, ``+cu130``), NumPy's and the BLAS libraries loaded in this process
-    (threadpoolctl), e.g. ``"torch 2.14.1+cu130, numpy 2.4.6, openblas 0.3.31"``. A chaotic run
-    (ALIE) repeats only in the same environment: reinstalling the same versions from other
-    builds is enough to send it elsewhere."""
+    build: ``+cpu``, ``+cu130``), NumPy's, the BLAS libraries loaded in this process
+    (threadpoolctl) and (since 2026-12-02) the CPU (:func:`cpu`), e.g. ``"torch 2.14.1+cu130,
+    numpy 2.4.6, openblas 0.3.31, cpu AMD EPYC 9B14 (AVX512)"``. A chaotic run (ALIE) repeats
+    only in the same environment: reinstalling the same versions from other builds, or the
+    same install on another CPU, is enough to send it elsewhere."""
     import numpy
     import torch
 
@@ -78,7 +94,7 @@ def environment() -> str:
                          if p.get("user_api") == "blas"})
     except ImportError:
         pass
-    return ", ".join(parts)
+    return ", ".join(parts + [f"cpu {cpu()}"])
 
 
 def provenance(engine: str) -> dict:
