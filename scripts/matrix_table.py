@@ -9,9 +9,12 @@ are merged into it and the heatmap is drawn from it (the same drawing as ``flwr-
     .venv/bin/python scripts/matrix_table.py matrix-mnist-table --add /tmp/new.md \
         --png docs/img/matrix-mnist.png
 
-The block between ``<!-- BLOCK:start -->`` and ``<!-- BLOCK:end -->`` keeps its comment and
-prose lines and gains those of the added report; its table becomes the union of the cells, an
-added cell replacing the recorded one of the same defense and attack.
+The block between ``<!-- BLOCK:start -->`` and ``<!-- BLOCK:end -->`` holds one pivoted table
+(``flwr-byz report`` without ``--by-cell``). It keeps its comment and prose lines and gains
+those of the added report that it does not hold yet; its table becomes the union of the
+cells, an added cell replacing the recorded one of the same defense and attack. Both must
+show the same metric (the prose's first words), and every cell must hold a number; the
+document is written only when all of that holds.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import argparse
 from pathlib import Path
 
 from flwr_byz.simulations.plots import draw_matrix
-from flwr_byz.simulations.report import cell_numbers, pivot_table, read_pivot_table
+from flwr_byz.simulations.report import METRIC_TEXT, cell_numbers, pivot_table, read_pivot_table
+
+
+def metric_of(prose: list[str]) -> str | None:
+    """The metric a block's prose names (its first line starts with one of ``METRIC_TEXT``)."""
+    first = prose[0] if prose else ""
+    return next((k for k, text in METRIC_TEXT.items() if first.startswith(text.split(" (")[0])), None)
 
 
 def split_block(text: str) -> tuple[list[str], list[str], dict]:
@@ -45,15 +54,24 @@ def main() -> None:
         p.error(f"{doc} has no block {args.block!r}")
     before, rest = text.split(start, 1)
     block, after = rest.split(end, 1)
-    comments, prose, cells = split_block(block)
+    try:
+        comments, prose, cells = split_block(block)
+        if args.add:
+            added_comments, added_prose, added = split_block(Path(args.add).read_text())
+            if metric_of(prose) != metric_of(added_prose):
+                p.error(f"the block shows {metric_of(prose)}, {args.add} shows {metric_of(added_prose)}")
+            cells.update(added)
+        numbers = {k: cell_numbers(v) for k, v in cells.items()}
+    except ValueError as e:
+        p.error(str(e))
     if args.add:
-        added_comments, added_prose, added = split_block(Path(args.add).read_text())
-        cells.update(added)
-        block = "\n".join(["", *comments, *added_comments, "\n\n".join(prose + added_prose), "", pivot_table(cells)])
+        comments += [c for c in added_comments if c not in comments]
+        prose += [c for c in added_prose if c not in prose]
+        block = "\n".join(["", *comments, "\n\n".join(prose), "", pivot_table(cells)])
         doc.write_text(before + start + block + end + after)
         print(f"{doc}: {args.block} now holds {len(cells)} cells ({len(added)} added or replaced)")
     if args.png:
-        path = draw_matrix({k: cell_numbers(v) for k, v in cells.items()}, Path(args.png))
+        path = draw_matrix(numbers, Path(args.png))
         print(f"wrote {path}" if path else "fewer than two defenses or two attacks: no heatmap")
 
 

@@ -47,8 +47,15 @@ def test_a_pivot_table_reads_back_cell_for_cell():
                      ("median", "backdoor"): "0.800 (ASR 0.250)"}  # median x none, krum x backdoor: "-"
     assert [cell_numbers(cells[k]) for k in sorted(cells)] == [(0.6, None), (0.95, None), (0.8, 0.25)]
     assert cell_numbers("0.077 (rounds skipped)") == (0.077, None)
+    for bad in ("-", "e", "alie"):
+        with pytest.raises(ValueError, match="not a table cell with a number"):
+            cell_numbers(bad)
     with pytest.raises(ValueError, match="no defense x attack table"):
         read_pivot_table("| a | b |")
+    with pytest.raises(ValueError, match="a by-cell table"):  # what `report --by-cell` writes
+        read_pivot_table(markdown_table(rows, pivot=False))
+    with pytest.raises(ValueError, match="no separator line"):
+        read_pivot_table("| defense | none |\n| krum | 0.9 |")
 
 
 def test_markdown_table_shows_the_metric_asked_for():

@@ -70,7 +70,8 @@ def cpu() -> str:
     name = ""
     try:
         with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+            names = (line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            name = next((n for n in names if n), "")
     except OSError:
         pass
     return f"{name or platform.processor() or 'unknown'} ({torch.backends.cpu.get_cpu_capability()})"

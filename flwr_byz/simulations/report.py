@@ -81,13 +81,20 @@ def pivot_table(cells: dict[tuple[str, str], str]) -> str:
 def read_pivot_table(text: str) -> dict[tuple[str, str], str]:
     """The cells of the first table :func:`pivot_table` wrote in ``text`` (a docs/RESULTS.md
     block), ``(defense, attack) -> cell text``; "-" cells (not run) are left out. Raises
-    ValueError when ``text`` holds no such table."""
+    ValueError when ``text`` holds no such table (none, or a by-cell table of
+    :func:`markdown_table`, whose second column is ``attack``), when the header has no
+    separator line below it, or when a row has another number of cells than the header."""
     lines = [line.strip() for line in text.splitlines()]
     try:
-        start = next(i for i, line in enumerate(lines) if line.startswith("| defense |"))
+        start = next(i for i, line in enumerate(lines) if line.startswith("|")
+                     and line.strip("|").split("|")[0].strip() == "defense")
     except StopIteration:
         raise ValueError("no defense x attack table in the text") from None
     attacks = [a.strip() for a in lines[start].strip("|").split("|")][1:]
+    if attacks[:1] == ["attack"]:
+        raise ValueError("a by-cell table (one row per cell), not a defense x attack table")
+    if start + 1 >= len(lines) or not set(lines[start + 1]) <= set("|-: "):
+        raise ValueError(f"no separator line under the header {lines[start]!r}")
     cells = {}
     for line in lines[start + 2:]:
         if not line.startswith("|"):
@@ -105,10 +112,11 @@ def cell_numbers(text: str) -> tuple[float, float | None]:
     -> ``(0.85, 0.3)``. Raises ValueError on a cell without a leading number."""
     import re
 
-    hit = re.match(r"\s*([-+0-9.eE]+|nan)", text)
+    number = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan)"
+    hit = re.match(r"\s*" + number, text)
     if not hit:
         raise ValueError(f"not a table cell with a number: {text!r}")
-    asr = re.search(r"\(ASR ([-+0-9.eE]+|nan)", text)
+    asr = re.search(r"\(ASR " + number, text)
     return float(hit.group(1)), (float(asr.group(1)) if asr else None)
 
 
