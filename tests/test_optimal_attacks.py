@@ -60,6 +60,22 @@ def test_optimal_ipm_keeps_ipms_form(rule):
     assert harm >= harm64(H, -0.1 * H.mean(axis=0), rule, 4) - 1e-6  # beats IPM's default epsilon
 
 
+def test_the_searches_take_the_rules_other_names():
+    """A node names the rule in attack-params as a user writes it: the strategy class, another
+    case, dashes; the search (and AGR-tailored's Krum / Multi-Krum criterion) is the same."""
+    from flwr_byz.attacks import agr_tailored
+
+    rng = np.random.default_rng(7)
+    H = (0.3 + rng.standard_normal((14, 25))).astype(np.float32)
+    for fn, name, other in ((optimal_alie, "fltrust", "FLTrust"), (optimal_ipm, "median", "Median"),
+                            (agr_tailored, "multi_krum", "multi-krum"), (agr_tailored, "krum", "Krum")):
+        a, b = fn(H, rule=name, f=5), fn(H, rule=other, f=5)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    with pytest.raises(ValueError, match="unknown rule 'nope'"):
+        optimal_alie(H, rule="nope", f=5)
+
+
 def test_non_omniscient_population_keeps_the_rounds_proportions():
     from flwr_byz.attacks.optimal import _population
 

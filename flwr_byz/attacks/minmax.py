@@ -269,8 +269,10 @@ def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, dire
     mean in the simulated round at that gamma.
     """
     from ..aggregation import RobustAggregator
+    from ..aggregation.registry import resolve_rule
     from .optimal import _population, round_inputs, simulated_round
 
+    rule = resolve_rule(rule).name  # "Krum", "multi-krum": the registry's name, for the criteria below
     X = _common.as_known_updates(known_updates, "known_updates")
     f = _common.check_int("f", f, minimum=1)
     n = X.shape[0] + f if n is None else _common.check_int("n", n, minimum=f + 1)

@@ -106,7 +106,9 @@ def simulated_round(aggregate, H: np.ndarray, byz: np.ndarray, f: int, target: n
 def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_params, pre, evals, start, delta,
             ratio, server_update):
     from ..aggregation import RobustAggregator
+    from ..aggregation.registry import resolve_rule
 
+    rule = resolve_rule(rule).name  # "FLTrust", "multi-krum": the registry's name
     X = _common.as_known_updates(known_updates, "known_updates")
     f = _common.check_int("f", f, minimum=1)
     n = X.shape[0] + f if n is None else _common.check_int("n", n, minimum=f + 1)
