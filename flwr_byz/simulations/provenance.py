@@ -81,7 +81,7 @@ def environment() -> str:
     """The numerical environment in one line: torch's full version (its local tag names the
     build: ``+cpu``, ``+cu130``), NumPy's, the BLAS libraries loaded in this process
     (threadpoolctl) and (since 2026-12-02) the CPU (:func:`cpu`), e.g. ``"torch 2.14.1+cu130,
-    numpy 2.4.6, openblas 0.3.31, cpu AMD EPYC 9B14 (AVX512)"``. A chaotic run (ALIE) repeats
+    numpy 2.4.6, openblas 0.3.31, cpu Intel(R) Xeon(R) Processor (AVX512)"``. A chaotic run (ALIE) repeats
     only in the same environment: reinstalling the same versions from other builds, or the
     same install on another CPU, is enough to send it elsewhere."""
     import numpy
