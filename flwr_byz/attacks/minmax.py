@@ -268,24 +268,17 @@ def agr_tailored(known_updates, *, rule: str, f: int, n: int | None = None, dire
     gamma succeeds: the mean itself) and the distance of the rule's output from the honest
     mean in the simulated round at that gamma.
     """
-    from ..aggregation import RobustAggregator
-    from ..aggregation.registry import resolve_rule
-    from .optimal import _population, round_inputs, simulated_round
+    from .optimal import SimulatedRound
 
-    rule = resolve_rule(rule).name  # "Krum", "multi-krum": the registry's name, for the criteria below
-    X = _common.as_known_updates(known_updates, "known_updates")
-    f = _common.check_int("f", f, minimum=1)
-    n = X.shape[0] + f if n is None else _common.check_int("n", n, minimum=f + 1)
+    sim = SimulatedRound(known_updates, rule=rule, f=f, n=n, rule_params=rule_params, pre=pre,
+                         server_update=server_update)
+    rule, aggregate = sim.rule, sim.aggregate  # the registry's name, for the criteria below
     gamma_init, tau = _check_search("agr_tailored", "halving", gamma_init, tau)
-    geo = _Geometry(X, direction, "agr_tailored")
-    H = _population(X, n, f)
-    target = H.astype(np.float64).mean(axis=0)
-    aggregate = RobustAggregator(rule, f=0 if rule == "mean" else f, pre=list(pre or ()), **dict(rule_params or {}))
-    inputs = round_inputs(aggregate.rule, H, server_update)
-    malicious = set(range(H.shape[0], H.shape[0] + f))
+    geo = _Geometry(sim.X, direction, "agr_tailored")
+    malicious = set(range(sim.H.shape[0], sim.H.shape[0] + sim.f))
 
     def run(gamma: float):
-        return simulated_round(aggregate, H, geo.update(gamma), f, target, inputs)
+        return sim(geo.update(gamma))
 
     base, _ = run(0.0)
     state = {"harm": -np.inf if base is None else base}

@@ -89,45 +89,54 @@ def round_inputs(rule: str, H: np.ndarray, server_update=None) -> dict:
     return inputs
 
 
-def simulated_round(aggregate, H: np.ndarray, byz: np.ndarray, f: int, target: np.ndarray, inputs=None):
-    """``(harm, report)`` of the attacker's simulated round: ``aggregate`` (a
-    ``RobustAggregator``) on the honest rows H plus f copies of ``byz``, with the per-round
-    ``inputs`` of :func:`round_inputs`; harm is the distance of its output from ``target``
-    (the honest mean). ``(None, None)`` when the rule refuses the round (a bound it cannot
-    meet: no information)."""
-    rows = np.vstack([H, np.tile(byz, (f, 1))]).astype(H.dtype)
-    try:
-        out, report = aggregate(rows, **dict(inputs or {}))
-    except ValueError:
-        return None, None
-    return float(np.linalg.norm(out.astype(np.float64) - target)), report
+class SimulatedRound:
+    """The attacker's simulated round, shared by the rule-aware searches (and AGR-tailored's):
+    the rule (any name the registry resolves: ``"FLTrust"``, ``"multi-krum"``) with its f
+    (0 for the plain mean, which tolerates none), parameters and pre-aggregators; the n - f
+    honest rows H (:func:`_population` of the (k, d) known updates X); their float64 mean
+    ``target``; and the per-round ``inputs`` of :func:`round_inputs`. Calling it with a (d,)
+    malicious update gives ``(harm, report)``: the rule on H plus f copies of it, harm its
+    output's distance from ``target``; ``(None, None)`` when the rule refuses the round (a
+    bound it cannot meet: no information)."""
+
+    def __init__(self, known_updates, *, rule: str, f: int, n: int | None, rule_params, pre, server_update):
+        from ..aggregation import RobustAggregator
+        from ..aggregation.registry import resolve_rule
+
+        self.rule = resolve_rule(rule).name
+        self.X = _common.as_known_updates(known_updates, "known_updates")
+        self.f = _common.check_int("f", f, minimum=1)
+        n = self.X.shape[0] + self.f if n is None else _common.check_int("n", n, minimum=self.f + 1)
+        self.H = _population(self.X, n, self.f)
+        self.target = self.H.astype(np.float64).mean(axis=0)
+        self.aggregate = RobustAggregator(self.rule, f=0 if self.rule == "mean" else self.f, pre=list(pre or ()),
+                                          **dict(rule_params or {}))
+        self.inputs = round_inputs(self.rule, self.H, server_update)
+
+    def __call__(self, byz: np.ndarray):
+        rows = np.vstack([self.H, np.tile(byz, (self.f, 1))]).astype(self.H.dtype)
+        try:
+            out, report = self.aggregate(rows, **self.inputs)
+        except ValueError:
+            return None, None
+        return float(np.linalg.norm(out.astype(np.float64) - self.target)), report
 
 
 def _search(known_updates, make, *, rule: str, f: int, n: int | None, rule_params, pre, evals, start, delta,
             ratio, server_update):
-    from ..aggregation import RobustAggregator
-    from ..aggregation.registry import resolve_rule
-
-    rule = resolve_rule(rule).name  # "FLTrust", "multi-krum": the registry's name
-    X = _common.as_known_updates(known_updates, "known_updates")
-    f = _common.check_int("f", f, minimum=1)
-    n = X.shape[0] + f if n is None else _common.check_int("n", n, minimum=f + 1)
+    sim = SimulatedRound(known_updates, rule=rule, f=f, n=n, rule_params=rule_params, pre=pre,
+                         server_update=server_update)
     evals = _common.check_int("evals", evals, minimum=1)
     ratio = _common.check_finite_scalar("ratio", ratio, positive=True)
     if not 0.5 < ratio < 1:
         raise ValueError(f"ratio must be in (0.5, 1), got {ratio}")
-    H = _population(X, n, f)
-    target = H.astype(np.float64).mean(axis=0)
-    # the rule's own f is the server's: f, except for the plain mean (FedAvg tolerates none)
-    aggregate = RobustAggregator(rule, f=0 if rule == "mean" else f, pre=list(pre or ()), **dict(rule_params or {}))
-    inputs = round_inputs(aggregate.rule, H, server_update)
 
     def harm(s: float) -> float:
-        y, _ = simulated_round(aggregate, H, make(X, s), f, target, inputs)
+        y, _ = sim(make(sim.X, s))
         return -np.inf if y is None else y
 
     s, y = line_search(harm, start=float(start), delta=float(delta), evals=evals, ratio=ratio)
-    return make(X, s), s, y
+    return make(sim.X, s), s, y
 
 
 @register_attack("alie_optimal", kind="model", colluding=True,
